@@ -1,0 +1,241 @@
+//! Huge objects: requests of `HUGE_THRESHOLD` bytes or more (or aligned beyond what the page
+//! heap serves cheaply) get a mapping of their own, returned with `munmap` on free and resized
+//! with `mremap` on realloc, so the page heap never holds a huge idle hole.
+//!
+//! Owns: the table of live huge mappings (address -> mapped length), an open-addressing hash
+//! table in memory mapped from the OS, so `usable_size`, sizeless frees and the statistics can
+//! find a huge block without its `Layout`.
+//!
+//! Invariants: every live huge block has exactly one entry; its length is a multiple of the OS
+//! page. Locks: one `Mutex` around the table, taken last in the lock order; the system calls
+//! that map and unmap run outside it.
+
+use crate::os;
+use crate::sync::{AtomicU64, Mutex, Ordering};
+use core::ptr;
+
+const EMPTY: usize = 0;
+const TOMB: usize = 1;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    addr: usize,
+    len: usize,
+}
+
+struct Table {
+    slots: *mut Entry,
+    cap: usize,
+    live: usize,
+    used: usize, // live + tombstones
+}
+
+// SAFETY: the table memory is owned by the table and only touched under its lock.
+unsafe impl Send for Table {}
+
+static TABLE: Mutex<Table> = Mutex::new(Table { slots: ptr::null_mut(), cap: 0, live: 0, used: 0 });
+
+/// Bytes mapped for live huge blocks, and for the table itself.
+pub static MAPPED: AtomicU64 = AtomicU64::new(0);
+pub static TABLE_SYS: AtomicU64 = AtomicU64::new(0);
+
+#[inline]
+fn hash(addr: usize, cap: usize) -> usize {
+    ((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> (usize::BITS - cap.trailing_zeros())
+}
+
+impl Table {
+    fn find(&self, addr: usize) -> Option<usize> {
+        if self.cap == 0 {
+            return None;
+        }
+        let mut i = hash(addr, self.cap);
+        loop {
+            // SAFETY: i < cap, and the slots are initialised.
+            let e = unsafe { *self.slots.add(i) };
+            if e.addr == addr {
+                return Some(i);
+            }
+            if e.addr == EMPTY {
+                return None;
+            }
+            i = (i + 1) & (self.cap - 1);
+        }
+    }
+
+    /// Inserts; false if the table cannot grow.
+    fn insert(&mut self, addr: usize, len: usize) -> bool {
+        if (self.used + 1) * 2 > self.cap && !self.rehash() {
+            return false;
+        }
+        let mut i = hash(addr, self.cap);
+        loop {
+            // SAFETY: i < cap.
+            let slot = unsafe { &mut *self.slots.add(i) };
+            if slot.addr == EMPTY || slot.addr == TOMB {
+                if slot.addr == EMPTY {
+                    self.used += 1;
+                }
+                *slot = Entry { addr, len };
+                self.live += 1;
+                return true;
+            }
+            i = (i + 1) & (self.cap - 1);
+        }
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        // SAFETY: i < cap (from `find`).
+        unsafe { (*self.slots.add(i)).addr = TOMB };
+        self.live -= 1;
+    }
+
+    fn rehash(&mut self) -> bool {
+        let new_cap = if self.cap == 0 {
+            256
+        } else if (self.live + 1) * 4 > self.cap {
+            self.cap * 2
+        } else {
+            self.cap
+        };
+        let bytes = new_cap * core::mem::size_of::<Entry>();
+        // SAFETY: non-zero length; fresh zeroed memory reads as all-EMPTY entries.
+        let slots = unsafe { os::map(bytes) } as *mut Entry;
+        if slots.is_null() {
+            return false;
+        }
+        let old = (self.slots, self.cap);
+        *self = Table { slots, cap: new_cap, live: 0, used: 0 };
+        for i in 0..old.1 {
+            // SAFETY: i < old cap.
+            let e = unsafe { *old.0.add(i) };
+            if e.addr > TOMB {
+                self.insert(e.addr, e.len);
+            }
+        }
+        TABLE_SYS.fetch_add(bytes as u64, Ordering::Relaxed);
+        if !old.0.is_null() {
+            let old_bytes = old.1 * core::mem::size_of::<Entry>();
+            TABLE_SYS.fetch_sub(old_bytes as u64, Ordering::Relaxed);
+            // SAFETY: the old table is ours and no longer referenced.
+            unsafe { os::unmap(old.0 as *mut u8, old_bytes) };
+        }
+        true
+    }
+}
+
+/// Maps a huge block of at least `size` bytes aligned to `align`; `(ptr, mapped length)`, or
+/// null if the OS refuses.
+pub fn alloc(size: usize, align: usize) -> (*mut u8, usize) {
+    let page = os::page_size();
+    let Some(len) = os::round_up(size.max(1), page) else {
+        return (ptr::null_mut(), 0);
+    };
+    // SAFETY: len is a non-zero multiple of the page.
+    let p = unsafe { os::map_aligned(len, align.max(page)) };
+    if p.is_null() {
+        return (p, 0);
+    }
+    if !TABLE.lock().insert(p as usize, len) {
+        // SAFETY: we just mapped it.
+        unsafe { os::unmap(p, len) };
+        return (ptr::null_mut(), 0);
+    }
+    MAPPED.fetch_add(len as u64, Ordering::Relaxed);
+    (p, len)
+}
+
+/// The mapped length of the huge block at `p`, if it is one.
+pub fn len_of(p: *const u8) -> Option<usize> {
+    let t = TABLE.lock();
+    // SAFETY: index from `find` is in bounds.
+    t.find(p as usize).map(|i| unsafe { (*t.slots.add(i)).len })
+}
+
+/// Unmaps the huge block at `p`; returns its length, or None if `p` is not a huge block.
+///
+/// # Safety
+/// Nothing uses the block any more.
+pub unsafe fn free(p: *mut u8) -> Option<usize> {
+    let len = {
+        let mut t = TABLE.lock();
+        let i = t.find(p as usize)?;
+        // SAFETY: index from `find` is in bounds.
+        let len = unsafe { (*t.slots.add(i)).len };
+        t.remove_at(i);
+        len
+    };
+    MAPPED.fetch_sub(len as u64, Ordering::Relaxed);
+    // SAFETY: the block was a whole mapping of ours and is dead (precondition).
+    unsafe { os::unmap(p, len) };
+    Some(len)
+}
+
+/// Resizes the huge block at `p` to hold `new_size` bytes, moving it only if `may_move`.
+/// Returns `(ptr, old length, new length)`, or null (the old block untouched).
+///
+/// # Safety
+/// `p` is a live huge block.
+pub unsafe fn resize(p: *mut u8, new_size: usize, may_move: bool) -> (*mut u8, usize, usize) {
+    let page = os::page_size();
+    let Some(new_len) = os::round_up(new_size.max(1), page) else {
+        return (ptr::null_mut(), 0, 0);
+    };
+    let mut t = TABLE.lock();
+    // Make room first, so recording the moved block below cannot fail.
+    if (t.used + 1) * 2 > t.cap && !t.rehash() {
+        return (ptr::null_mut(), 0, 0);
+    }
+    let Some(i) = t.find(p as usize) else {
+        return (ptr::null_mut(), 0, 0);
+    };
+    // SAFETY: index from `find` is in bounds.
+    let old_len = unsafe { (*t.slots.add(i)).len };
+    if new_len == old_len {
+        return (p, old_len, old_len);
+    }
+    // SAFETY: `p`/`old_len` is a whole mapping of ours (precondition).
+    let q = unsafe {
+        if may_move {
+            os::remap(p, old_len, new_len)
+        } else {
+            os::remap_in_place(p, old_len, new_len)
+        }
+    };
+    if q.is_null() {
+        return (q, old_len, 0);
+    }
+    if q == p {
+        // SAFETY: index from `find` is in bounds.
+        unsafe { (*t.slots.add(i)).len = new_len };
+    } else {
+        t.remove_at(i);
+        let recorded = t.insert(q as usize, new_len);
+        debug_assert!(recorded, "room was made before the move");
+    }
+    drop(t);
+    if new_len > old_len {
+        MAPPED.fetch_add((new_len - old_len) as u64, Ordering::Relaxed);
+    } else {
+        MAPPED.fetch_sub((old_len - new_len) as u64, Ordering::Relaxed);
+    }
+    (q, old_len, new_len)
+}
+
+pub fn lock_for_fork() {
+    TABLE.raw_lock();
+}
+
+/// # Safety
+/// Paired with [`lock_for_fork`], in the parent.
+pub unsafe fn unlock_after_fork_parent() {
+    // SAFETY: forwarded precondition.
+    unsafe { TABLE.raw_unlock() }
+}
+
+/// # Safety
+/// In the child after `fork()`, single-threaded.
+pub unsafe fn unlock_after_fork_child() {
+    // SAFETY: forwarded precondition.
+    unsafe { TABLE.force_unlock() }
+}

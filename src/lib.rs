@@ -1,0 +1,135 @@
+//! gomalloc: a drop-in global allocator built the way Go's runtime manages memory.
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;
+//!
+//! let v: Vec<u64> = (0..1000).collect();
+//! assert_eq!(v.iter().sum::<u64>(), 499_500);
+//! println!("{}", gomalloc::stats());
+//! ```
+//!
+//! The layers, top to bottom (each module's docs say what it owns, its invariants, its locks):
+//!
+//! | Go's name   | module       | what it does |
+//! |-------------|--------------|--------------|
+//! | mallocgc    | `malloc`     | picks small / large / huge for a request |
+//! | sizeclasses | [`size_class`] | ~67 object sizes, O(1) lookup |
+//! | mcache      | `mcache`     | per-thread free lists, no locks |
+//! | mcentral    | `mcentral`   | per-class lists of spans + transfer cache, one lock each |
+//! | mheap       | `mheap`      | 8 KiB pages in 64 MiB arenas, free-run coalescing, scavenger |
+//! | mspan       | `span`       | a run of pages and its descriptor pool |
+//! | heapArena   | `pagemap`    | address -> span in O(1) |
+//! | sysAlloc    | `os`         | mmap / munmap / madvise / mremap |
+//! | MemStats    | [`stats`]    | Go's statistics |
+//!
+//! Huge requests (`HUGE_THRESHOLD` and up) are mapped on their own (`huge`); `fork` keeps the
+//! locks sane across `fork()`; `sync` is the one place locks and atomics come from.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![allow(clippy::missing_safety_doc)]
+
+mod diag;
+pub mod mcentral;
+pub mod mheap;
+mod os;
+pub mod pagemap;
+pub mod size_class;
+pub mod span;
+mod sync;
+
+#[cfg(not(loom))]
+mod fork;
+#[cfg(not(loom))]
+mod huge;
+#[cfg(not(loom))]
+mod malloc;
+#[cfg(not(loom))]
+mod mcache;
+#[cfg(not(loom))]
+pub mod stats;
+
+#[cfg(not(loom))]
+pub use api::*;
+
+#[cfg(not(loom))]
+mod api {
+    use crate::mcentral::MCentral;
+    use crate::mheap::MHeap;
+    use crate::size_class::NUM_CLASSES;
+    use crate::{malloc, mcache};
+    use core::alloc::{GlobalAlloc, Layout};
+
+    pub use crate::malloc::HUGE_THRESHOLD;
+    pub use crate::stats::{BySize, MemStats};
+
+    /// The page heap shared by every thread.
+    pub(crate) static HEAP: MHeap = MHeap::new();
+    /// One central list per size class.
+    pub(crate) static CENTRAL: [MCentral; NUM_CLASSES] = [const { MCentral::new() }; NUM_CLASSES];
+
+    /// The allocator. Install it with
+    /// `#[global_allocator] static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;`.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct GoMalloc;
+
+    // SAFETY: every method returns memory that is valid for the layout and aligned to it, or
+    // null; blocks never overlap; dealloc/realloc accept exactly what alloc handed out.
+    unsafe impl GlobalAlloc for GoMalloc {
+        #[inline(always)]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            malloc::alloc(layout.size(), layout.align())
+        }
+
+        #[inline(always)]
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the GlobalAlloc contract: `ptr` came from us with this layout.
+            unsafe { malloc::dealloc(ptr, layout.size(), layout.align()) }
+        }
+
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            malloc::alloc_zeroed(layout.size(), layout.align())
+        }
+
+        #[inline]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: the GlobalAlloc contract: `ptr` came from us with `layout`, and
+            // `new_size` rounded to the alignment fits in isize.
+            unsafe { malloc::realloc(ptr, layout.size(), layout.align(), new_size) }
+        }
+    }
+
+    /// Reads the statistics (Go's `runtime.ReadMemStats`).
+    pub fn stats() -> MemStats {
+        crate::stats::read()
+    }
+
+    /// Returns this thread's cached free objects to the central lists.
+    pub fn flush_thread_cache() {
+        mcache::flush_current();
+    }
+
+    /// Go's `debug.FreeOSMemory`: flushes this thread's cache, sends the central transfer
+    /// caches home to their spans, and returns every idle page to the OS.
+    pub fn release_memory() {
+        mcache::flush_current();
+        for (class, c) in CENTRAL.iter().enumerate().skip(1) {
+            c.drain(&HEAP, class);
+        }
+        HEAP.scavenge_all();
+    }
+
+    /// Usable bytes of a live block returned by gomalloc (0 for a pointer it does not know).
+    ///
+    /// # Safety
+    /// `ptr` is a live block of gomalloc's, or any pointer gomalloc never returned (then 0).
+    pub unsafe fn usable_size(ptr: *const u8) -> usize {
+        malloc::usable_size(ptr)
+    }
+
+    /// Number of threads whose caches are registered now (for tests and diagnostics).
+    pub fn live_thread_caches() -> usize {
+        mcache::live_caches()
+    }
+}

@@ -1,0 +1,209 @@
+//! The allocation entry points (Go's `malloc.go`): pick the path for a request and follow it.
+//!
+//! - small (class != 0): this thread's cache (`mcache`), falling back to `mcentral` and `mheap`;
+//! - large (over 32 KiB, or aligned beyond a page): a span of its own from `mheap`;
+//! - huge (`HUGE_THRESHOLD` and up, or aligned beyond `HUGE_ALIGN`): its own mapping (`huge`).
+//!
+//! The path is a pure function of `(size, align)`, so `dealloc` and `realloc`, which get the
+//! same `Layout`, find the same path without looking anything up for small objects.
+//!
+//! Invariants: never panics, never allocates through the global allocator, never returns a
+//! misaligned pointer; a refusal by the OS becomes a null return.
+
+use crate::size_class::{self, class_for_layout, PAGE_SHIFT, PAGE_SIZE};
+use crate::span::{self, Span};
+use crate::{diag, huge, mcache, os, pagemap, stats, HEAP};
+use core::ptr;
+
+/// Requests of this many bytes or more get a mapping of their own.
+pub const HUGE_THRESHOLD: usize = 16 << 20;
+/// Alignments above this also take the huge path (the page heap would waste too much).
+const HUGE_ALIGN: usize = 1 << 20;
+
+#[inline(always)]
+fn is_huge(size: usize, align: usize) -> bool {
+    size >= HUGE_THRESHOLD || align > HUGE_ALIGN
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two).
+#[inline(always)]
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    let class = class_for_layout(size, align);
+    if class != 0 {
+        mcache::alloc(class)
+    } else {
+        alloc_large(size, align, false)
+    }
+}
+
+/// As [`alloc`], with the memory zeroed.
+#[inline]
+pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    let class = class_for_layout(size, align);
+    if class != 0 {
+        let p = mcache::alloc(class);
+        if !p.is_null() {
+            // SAFETY: `p` is a fresh block of at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        p
+    } else {
+        alloc_large(size, align, true)
+    }
+}
+
+/// Frees a block allocated with the same `(size, align)`.
+///
+/// # Safety
+/// `p` came from [`alloc`] (or a sibling) with this size and alignment and is dead.
+#[inline(always)]
+pub unsafe fn dealloc(p: *mut u8, size: usize, align: usize) {
+    let class = class_for_layout(size, align);
+    if class != 0 {
+        // SAFETY: forwarded precondition.
+        unsafe { mcache::free(class, p) }
+    } else {
+        // SAFETY: forwarded precondition.
+        unsafe { dealloc_large(p, size, align) }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if is_huge(size, align) {
+        // Fresh mappings are zero already.
+        let (p, len) = huge::alloc(size, align);
+        if !p.is_null() {
+            stats::large_alloc(len);
+        }
+        return p;
+    }
+    let Some(bytes) = os::round_up(size.max(1), PAGE_SIZE) else {
+        return ptr::null_mut();
+    };
+    let npages = bytes >> PAGE_SHIFT;
+    let s = if align <= PAGE_SIZE { HEAP.alloc(npages, 0) } else { HEAP.alloc_aligned(npages, align) };
+    if s.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `s` is a live large span we own.
+    unsafe {
+        stats::large_alloc((*s).bytes());
+        let p = (*s).start as *mut u8;
+        if zero && !(*s).zeroed {
+            ptr::write_bytes(p, 0, size);
+        }
+        p
+    }
+}
+
+/// The live large span starting at `p`, or a fatal error naming the bad free.
+fn large_span(p: *mut u8, what: &str) -> *mut Span {
+    let s = pagemap::span_of(p as usize);
+    // SAFETY: `span_of` returns a live descriptor or null.
+    if s.is_null() || unsafe { (*s).state != span::LARGE || (*s).start != p as usize } {
+        diag::fatal(what, p as usize, 0);
+    }
+    s
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_large(p: *mut u8, size: usize, align: usize) {
+    if is_huge(size, align) {
+        // SAFETY: forwarded precondition.
+        match unsafe { huge::free(p) } {
+            Some(len) => stats::large_free(len),
+            None => diag::fatal("free of a pointer not allocated by gomalloc (huge)", p as usize, 0),
+        }
+        return;
+    }
+    let s = large_span(p, "free of a pointer not allocated by gomalloc (large)");
+    // SAFETY: `s` is the live large span of `p`, which is dead (precondition).
+    unsafe {
+        stats::large_free((*s).bytes());
+        HEAP.free(s);
+    }
+}
+
+/// Resizes a block, in place when it can (same class; a large span whose neighbour pages are
+/// free; a huge mapping through `mremap`), else by moving it. Null leaves the old block valid.
+///
+/// # Safety
+/// `p` came from this allocator with `(size, align)` and `new_size` does not overflow a Layout.
+pub unsafe fn realloc(p: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8 {
+    let old_class = class_for_layout(size, align);
+    let new_class = class_for_layout(new_size, align);
+    if old_class != 0 {
+        if new_class == old_class {
+            return p;
+        }
+    } else if !is_huge(size, align) {
+        if new_class == 0 && !is_huge(new_size, align) {
+            // SAFETY: forwarded precondition.
+            if let Some(q) = unsafe { realloc_large_in_place(p, new_size) } {
+                return q;
+            }
+        }
+    } else if is_huge(new_size, align) {
+        // SAFETY: `p` is a live huge block (precondition). mremap may move the block only if
+        // the alignment survives any page-aligned address.
+        let (q, old_len, new_len) = unsafe { huge::resize(p, new_size, align <= os::page_size()) };
+        if !q.is_null() {
+            stats::large_resize(old_len, new_len);
+            return q;
+        }
+        if align <= os::page_size() {
+            return q;
+        }
+    }
+    let q = alloc(new_size, align);
+    if !q.is_null() {
+        // SAFETY: both blocks are live and distinct; we copy what both can hold.
+        unsafe {
+            ptr::copy_nonoverlapping(p, q, size.min(new_size));
+            dealloc(p, size, align);
+        }
+    }
+    q
+}
+
+/// # Safety
+/// `p` is a live large (not huge) block.
+unsafe fn realloc_large_in_place(p: *mut u8, new_size: usize) -> Option<*mut u8> {
+    let s = large_span(p, "realloc of a pointer not allocated by gomalloc (large)");
+    let new_pages = os::round_up(new_size, PAGE_SIZE)? >> PAGE_SHIFT;
+    // SAFETY: `s` is the live large span of `p`.
+    unsafe {
+        let old = (*s).bytes();
+        if new_pages == (*s).npages {
+            return Some(p);
+        }
+        if new_pages < (*s).npages {
+            HEAP.shrink_in_place(s, new_pages);
+        } else if !HEAP.grow_in_place(s, new_pages) {
+            return None;
+        }
+        stats::large_resize(old, (*s).bytes());
+    }
+    Some(p)
+}
+
+/// Usable bytes of the live block at `p` (0 if gomalloc does not know it).
+pub fn usable_size(p: *const u8) -> usize {
+    let s = pagemap::span_of(p as usize);
+    if !s.is_null() {
+        // SAFETY: a live descriptor from the page map.
+        unsafe {
+            match (*s).state {
+                span::SMALL => return (*s).elem_size as usize,
+                span::LARGE => return (*s).start + (*s).bytes() - p as usize,
+                _ => return 0,
+            }
+        }
+    }
+    huge::len_of(p).unwrap_or(0)
+}
+
+const _: () = assert!(size_class::MAX_SMALL_SIZE < HUGE_THRESHOLD);

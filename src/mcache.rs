@@ -1,0 +1,434 @@
+//! The thread cache (Go's `mcache`): per thread, one free list per size class.
+//!
+//! Owns: this thread's cached free objects, its allocation counters, the registry of live
+//! caches (so `stats()` can merge counters), and the thread-exit hook that returns a cache in
+//! full when its thread ends.
+//!
+//! Fast path and fallback in one sentence: `alloc` pops the class's list and `free` pushes onto
+//! it, with no lock and no atomic read-modify-write (the counters are relaxed load + store by
+//! their one writer); an empty list refills a whole batch from the central list, and a list
+//! over its bound (twice the batch) spills a batch back.
+//!
+//! Thread life cycle. The cache is a const-initialised `thread_local!` without `Drop`, so
+//! touching it never allocates or registers a destructor, and it is usable before `main`, after
+//! other TLS destructors, and inside them. Its state is:
+//! - `UNINIT`: every list has bound 0, so the first alloc or free goes to the slow path, which
+//!   registers the cache and arms the exit hook (a pthread key destructor; glibc runs those after
+//!   the `thread_local!`/C++ TLS destructors, so late frees are caught).
+//! - `ACTIVE`: normal caching.
+//! - `DIRECT`: while arming, and after the exit hook has flushed the cache: bounds are 0 and
+//!   every operation goes straight to the central list, one object at a time.
+//!
+//! Remote frees: an object freed on a thread other than the one that allocated it simply joins
+//! the freeing thread's list; batches of them travel through the central transfer cache to
+//! whichever thread next runs dry (see `mcentral`).
+//!
+//! Locks: none on the fast path. The registry lock is taken to register, retire and read
+//! counters, never while a central or heap lock is held.
+
+use crate::mcentral::Batch;
+use crate::size_class::{CLASS_BATCH, NUM_CLASSES};
+use crate::sync::Mutex;
+use crate::{CENTRAL, HEAP};
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+const UNINIT: u8 = 0;
+const ACTIVE: u8 = 1;
+const DIRECT: u8 = 2;
+
+/// One class's list plus its counters.
+#[repr(C)]
+pub struct ClassCache {
+    head: Cell<*mut u8>,
+    len: Cell<u32>,
+    max: Cell<u32>,
+    /// Objects allocated / freed by this thread (read by other threads in `stats()`).
+    nmalloc: AtomicU64,
+    nfree: AtomicU64,
+}
+
+impl ClassCache {
+    const fn new() -> Self {
+        ClassCache {
+            head: Cell::new(ptr::null_mut()),
+            len: Cell::new(0),
+            max: Cell::new(0),
+            nmalloc: AtomicU64::new(0),
+            nfree: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Adds one to a counter that only this thread writes: no read-modify-write instruction.
+#[inline(always)]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+}
+
+pub struct MCache {
+    lists: [ClassCache; NUM_CLASSES],
+    state: Cell<u8>,
+    /// Registry links, only touched under the registry lock.
+    next: Cell<*const MCache>,
+    prev: Cell<*const MCache>,
+}
+
+// SAFETY: other threads reach a cache only through the registry, under its lock, and then only
+// touch the atomic counters and the registry links (which the lock guards); the `Cell` lists
+// are touched by the owning thread alone.
+unsafe impl Sync for MCache {}
+
+impl MCache {
+    const fn new() -> Self {
+        MCache {
+            lists: [const { ClassCache::new() }; NUM_CLASSES],
+            state: Cell::new(UNINIT),
+            next: Cell::new(ptr::null()),
+            prev: Cell::new(ptr::null()),
+        }
+    }
+}
+
+thread_local! {
+    static CACHE: MCache = const { MCache::new() };
+}
+
+/// Counters of caches that have gone (and of DIRECT-mode operations), per class.
+static RETIRED: [[AtomicU64; 2]; NUM_CLASSES] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; NUM_CLASSES];
+
+struct Registry {
+    head: *const MCache,
+    count: usize,
+}
+// SAFETY: the pointers name caches whose threads are alive; only used under the lock.
+unsafe impl Send for Registry {}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { head: ptr::null(), count: 0 });
+
+/// Allocates one object of `class`. Null only if the OS refused memory.
+#[inline(always)]
+pub fn alloc(class: usize) -> *mut u8 {
+    CACHE.with(|c| {
+        debug_assert!(class > 0 && class < NUM_CLASSES);
+        // SAFETY: class comes from the size-class tables, so it is in bounds.
+        let l = unsafe { c.lists.get_unchecked(class) };
+        let h = l.head.get();
+        if !h.is_null() {
+            // SAFETY: a cached object is free and holds the link to the next one.
+            l.head.set(unsafe { (h as *mut *mut u8).read() });
+            l.len.set(l.len.get() - 1);
+            bump(&l.nmalloc);
+            return h;
+        }
+        c.alloc_slow(class)
+    })
+}
+
+/// Frees an object of `class`.
+///
+/// # Safety
+/// `p` was allocated for `class` by this allocator and is not used any more.
+#[inline(always)]
+pub unsafe fn free(class: usize, p: *mut u8) {
+    CACHE.with(|c| {
+        debug_assert!(class > 0 && class < NUM_CLASSES);
+        // SAFETY: class comes from the size-class tables, so it is in bounds.
+        let l = unsafe { c.lists.get_unchecked(class) };
+        let len = l.len.get();
+        if len < l.max.get() {
+            // SAFETY: the object is free (precondition) and at least 8 bytes.
+            unsafe { (p as *mut *mut u8).write(l.head.get()) };
+            l.head.set(p);
+            l.len.set(len + 1);
+            bump(&l.nfree);
+            return;
+        }
+        // SAFETY: forwarded precondition.
+        unsafe { c.free_slow(class, p) }
+    })
+}
+
+impl MCache {
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, class: usize) -> *mut u8 {
+        if self.state.get() == UNINIT {
+            self.activate();
+        }
+        if self.state.get() != ACTIVE {
+            return direct_alloc(class);
+        }
+        let b = CENTRAL[class].refill(&HEAP, class, CLASS_BATCH[class]);
+        if b.len == 0 {
+            return ptr::null_mut();
+        }
+        let l = &self.lists[class];
+        let obj = b.head;
+        // SAFETY: the batch's objects are free and linked; its tail links to null.
+        l.head.set(unsafe { (obj as *mut *mut u8).read() });
+        l.len.set(b.len - 1);
+        bump(&l.nmalloc);
+        obj
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&self, class: usize, p: *mut u8) {
+        if self.state.get() == UNINIT {
+            self.activate();
+        }
+        if self.state.get() != ACTIVE {
+            // SAFETY: forwarded precondition.
+            unsafe { direct_free(class, p) };
+            return;
+        }
+        let l = &self.lists[class];
+        // SAFETY: `p` is free (precondition).
+        unsafe { (p as *mut *mut u8).write(l.head.get()) };
+        l.head.set(p);
+        l.len.set(l.len.get() + 1);
+        bump(&l.nfree);
+        if l.len.get() > l.max.get() {
+            let n = CLASS_BATCH[class].min(l.len.get());
+            // SAFETY: the list holds at least `n` linked free objects of this class.
+            let b = unsafe { self.take(class, n) };
+            // SAFETY: the batch holds free objects of this class.
+            unsafe { CENTRAL[class].spill(&HEAP, class, b) };
+        }
+    }
+
+    /// Unlinks the first `n` objects of a class's list as a null-terminated batch.
+    ///
+    /// # Safety
+    /// `1 <= n <= len` of that list.
+    unsafe fn take(&self, class: usize, n: u32) -> Batch {
+        let l = &self.lists[class];
+        let head = l.head.get();
+        let mut tail = head;
+        // SAFETY: the list has at least `n` linked objects (precondition).
+        unsafe {
+            for _ in 1..n {
+                tail = (tail as *mut *mut u8).read();
+            }
+            l.head.set((tail as *mut *mut u8).read());
+            (tail as *mut *mut u8).write(ptr::null_mut());
+        }
+        l.len.set(l.len.get() - n);
+        Batch { head, tail, len: n }
+    }
+
+    /// Returns every cached object to the central lists.
+    fn flush(&self) {
+        for class in 1..NUM_CLASSES {
+            let len = self.lists[class].len.get();
+            if len > 0 {
+                // SAFETY: n == len >= 1.
+                let b = unsafe { self.take(class, len) };
+                // SAFETY: cached objects are free objects of this class.
+                unsafe { CENTRAL[class].spill(&HEAP, class, b) };
+            }
+        }
+    }
+
+    /// First use on this thread: arm the exit hook and register for stats.
+    #[cold]
+    fn activate(&self) {
+        // Anything this thread allocates while we set up goes straight to central.
+        self.state.set(DIRECT);
+        let Some(key) = exit_key() else {
+            return;
+        };
+        {
+            let mut r = REGISTRY.lock();
+            self.prev.set(ptr::null());
+            self.next.set(r.head);
+            if !r.head.is_null() {
+                // SAFETY: registered caches are alive; links are ours under the lock.
+                unsafe { (*r.head).prev.set(self) };
+            }
+            r.head = self;
+            r.count += 1;
+        }
+        // SAFETY: the key is valid; a non-null value makes glibc call our destructor at exit.
+        if unsafe { libc::pthread_setspecific(key, 1 as *const libc::c_void) } != 0 {
+            self.unregister();
+            return;
+        }
+        for class in 1..NUM_CLASSES {
+            self.lists[class].max.set(2 * CLASS_BATCH[class]);
+        }
+        self.state.set(ACTIVE);
+    }
+
+    /// Thread exit: return everything, fold the counters into the retired totals, and serve
+    /// any later request of this thread directly.
+    fn retire(&self) {
+        if self.state.get() != ACTIVE {
+            return;
+        }
+        self.state.set(DIRECT);
+        for class in 1..NUM_CLASSES {
+            self.lists[class].max.set(0);
+        }
+        self.flush();
+        self.unregister();
+    }
+
+    fn unregister(&self) {
+        let mut r = REGISTRY.lock();
+        // SAFETY: we are registered; neighbours are alive; links are guarded by the lock.
+        unsafe { unlink(&mut r, self) };
+    }
+}
+
+/// Removes `c` from the registry, folding its counters into `RETIRED`.
+///
+/// # Safety
+/// `c` is registered and alive; the caller holds the registry lock.
+unsafe fn unlink(r: &mut Registry, c: &MCache) {
+    let (prev, next) = (c.prev.get(), c.next.get());
+    // SAFETY: neighbours are registered, live caches.
+    unsafe {
+        if prev.is_null() {
+            r.head = next;
+        } else {
+            (*prev).next.set(next);
+        }
+        if !next.is_null() {
+            (*next).prev.set(prev);
+        }
+    }
+    r.count -= 1;
+    for class in 1..NUM_CLASSES {
+        let l = &c.lists[class];
+        RETIRED[class][0].fetch_add(l.nmalloc.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        RETIRED[class][1].fetch_add(l.nfree.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+fn direct_alloc(class: usize) -> *mut u8 {
+    let b = CENTRAL[class].refill(&HEAP, class, 1);
+    if b.len == 0 {
+        return ptr::null_mut();
+    }
+    RETIRED[class][0].fetch_add(1, Ordering::Relaxed);
+    b.head
+}
+
+/// # Safety
+/// As for [`free`].
+unsafe fn direct_free(class: usize, p: *mut u8) {
+    let mut b = Batch::EMPTY;
+    // SAFETY: `p` is a free object of this class.
+    unsafe {
+        b.push(p);
+        CENTRAL[class].spill(&HEAP, class, b);
+    }
+    RETIRED[class][1].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Returns this thread's cached objects to the central lists (they stay cacheable).
+pub fn flush_current() {
+    CACHE.with(|c| {
+        if c.state.get() == ACTIVE {
+            c.flush();
+        }
+    });
+}
+
+/// Adds every class's (mallocs, frees) over live and retired caches into `out`.
+pub fn sum_counters(out: &mut [[u64; 2]; NUM_CLASSES]) {
+    let r = REGISTRY.lock();
+    for class in 1..NUM_CLASSES {
+        out[class][0] += RETIRED[class][0].load(Ordering::Relaxed);
+        out[class][1] += RETIRED[class][1].load(Ordering::Relaxed);
+    }
+    let mut c = r.head;
+    while !c.is_null() {
+        // SAFETY: registered caches are alive while we hold the lock; we read atomics only.
+        unsafe {
+            for class in 1..NUM_CLASSES {
+                out[class][0] += (*c).lists[class].nmalloc.load(Ordering::Relaxed);
+                out[class][1] += (*c).lists[class].nfree.load(Ordering::Relaxed);
+            }
+            c = (*c).next.get();
+        }
+    }
+}
+
+/// Number of live registered thread caches.
+pub fn live_caches() -> usize {
+    REGISTRY.lock().count
+}
+
+// ---- the exit hook ------------------------------------------------------------------------
+
+static KEY_STATE: AtomicU8 = AtomicU8::new(0); // 0 none, 1 creating, 2 ready, 3 failed
+static KEY: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The pthread key whose destructor retires a thread's cache, created once.
+fn exit_key() -> Option<libc::pthread_key_t> {
+    loop {
+        match KEY_STATE.load(Ordering::Acquire) {
+            2 => return Some(KEY.load(Ordering::Relaxed) as libc::pthread_key_t),
+            3 => return None,
+            0 => {
+                if KEY_STATE.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    let mut key: libc::pthread_key_t = 0;
+                    // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn
+                    // that lives forever.
+                    let ok = unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0;
+                    KEY.store(key as u32, Ordering::Relaxed);
+                    KEY_STATE.store(if ok { 2 } else { 3 }, Ordering::Release);
+                    crate::fork::install();
+                }
+            }
+            _ => core::hint::spin_loop(),
+        }
+    }
+}
+
+extern "C" fn on_thread_exit(_: *mut libc::c_void) {
+    CACHE.with(|c| c.retire());
+}
+
+// ---- fork ---------------------------------------------------------------------------------
+
+pub fn lock_registry_for_fork() {
+    REGISTRY.raw_lock();
+}
+
+/// # Safety
+/// Paired with [`lock_registry_for_fork`], in the parent.
+pub unsafe fn unlock_registry_after_fork_parent() {
+    // SAFETY: forwarded precondition.
+    unsafe { REGISTRY.raw_unlock() }
+}
+
+/// In the child: the registry lock is reset and every cache but this thread's is dropped
+/// from it (their threads do not exist here; their cached objects are abandoned, their
+/// counters kept).
+///
+/// # Safety
+/// In the child after `fork()`, single-threaded.
+pub unsafe fn reset_registry_after_fork_child() {
+    // SAFETY: precondition.
+    unsafe { REGISTRY.force_unlock() };
+    let me = CACHE.with(|c| c as *const MCache);
+    let mut r = REGISTRY.lock();
+    let mut c = r.head;
+    while !c.is_null() {
+        // SAFETY: the other threads' caches are still mapped in the child (a copy of their
+        // stacks' TLS); we read and unlink them under the lock.
+        unsafe {
+            let next = (*c).next.get();
+            if c != me {
+                unlink(&mut r, &*c);
+            }
+            c = next;
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Central free lists, one per size class (Go's `mcentral`, with tcmalloc's transfer cache).
+//!
+//! Owns, per class: the spans that still have free objects (`partial`), and a small transfer
+//! cache of whole batches of free objects that thread caches gave back.
+//!
+//! Fast path and fallback in one sentence: a thread cache that runs dry takes a whole batch
+//! from the transfer cache (one lock, O(1)), else objects are cut from partial spans (their free
+//! list first, then never-used objects by bumping an index), else a new span comes from the page
+//! heap; a thread cache that overflows hands a whole batch to the transfer cache, else its
+//! objects go home to their spans, and a span whose objects are all home goes back to the heap.
+//!
+//! That is also how remote frees travel: an object freed on another thread joins that thread's
+//! cache; it reaches its span, or another thread's cache through the transfer cache, in batches,
+//! so a producer/consumer pair costs one lock round trip per batch (up to 64 objects).
+//!
+//! Invariants (under this class's lock): a `SMALL` span is on `partial` exactly when it has a
+//! free object (free list non-empty or `bump < nelems`) and at least one object handed out;
+//! `allocated` counts the objects outside the span (in thread caches, the transfer cache or in
+//! use). Objects in a [`Batch`] are linked through their first word.
+//!
+//! Locks: one cache-padded lock per class. The heap lock may be taken while it is held, never
+//! the other way round; new spans are fetched with the lock dropped, so a slow `mmap` does not
+//! block the class.
+
+use crate::diag;
+use crate::mheap::MHeap;
+use crate::pagemap;
+use crate::size_class::{self, CLASS_BATCH};
+use crate::span::{self, Span, SpanList};
+use crate::sync::{const_fn, Mutex};
+use core::ptr;
+use crossbeam_utils::CachePadded;
+
+/// Most batches a transfer cache holds.
+const TC_SLOTS: usize = 32;
+/// Bytes a class's transfer cache may hold.
+const TC_BYTES: usize = 512 * 1024;
+
+/// Free objects linked through their first word: `head` .. `tail`, `len` of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch {
+    pub head: *mut u8,
+    pub tail: *mut u8,
+    pub len: u32,
+}
+
+impl Batch {
+    pub const EMPTY: Batch = Batch { head: ptr::null_mut(), tail: ptr::null_mut(), len: 0 };
+
+    /// Links `obj` at the front.
+    ///
+    /// # Safety
+    /// `obj` is a free object of at least one pointer in size that the batch now owns.
+    #[inline]
+    pub unsafe fn push(&mut self, obj: *mut u8) {
+        // SAFETY: precondition: the object is ours and big enough for a link.
+        unsafe { (obj as *mut *mut u8).write(self.head) };
+        if self.head.is_null() {
+            self.tail = obj;
+        }
+        self.head = obj;
+        self.len += 1;
+    }
+}
+
+/// How many full batches class `class` keeps in its transfer cache.
+pub fn tc_capacity(class: usize) -> usize {
+    let batch_bytes = CLASS_BATCH[class] as usize * size_class::class_size(class);
+    (TC_BYTES / batch_bytes).clamp(1, TC_SLOTS)
+}
+
+pub struct MCentral {
+    inner: CachePadded<Mutex<CentralInner>>,
+}
+
+struct CentralInner {
+    partial: SpanList,
+    batches: [Batch; TC_SLOTS],
+    nbatches: usize,
+}
+
+// SAFETY: the raw pointers inside are owned by the structure and only used under its lock.
+unsafe impl Send for CentralInner {}
+
+impl MCentral {
+    const_fn! {
+        pub fn new() -> MCentral {
+            MCentral {
+                inner: CachePadded::new(Mutex::new(CentralInner {
+                    partial: SpanList::new(),
+                    batches: [Batch::EMPTY; TC_SLOTS],
+                    nbatches: 0,
+                })),
+            }
+        }
+    }
+
+    /// Up to `want` free objects of class `class`; fewer (maybe none) only if the OS refused
+    /// memory.
+    pub fn refill(&self, heap: &MHeap, class: usize, want: u32) -> Batch {
+        let mut c = self.inner.lock();
+        if want == CLASS_BATCH[class] && c.nbatches > 0 {
+            c.nbatches -= 1;
+            let n = c.nbatches;
+            return c.batches[n];
+        }
+        let mut out = Batch::EMPTY;
+        loop {
+            c.take_from_spans(&mut out, want);
+            if out.len >= want {
+                break;
+            }
+            drop(c);
+            let s = heap.alloc(size_class::class_pages(class), class);
+            c = self.inner.lock();
+            if s.is_null() {
+                break;
+            }
+            // SAFETY: a fresh SMALL span of this class, on no list.
+            unsafe { c.partial.push(s) };
+        }
+        out
+    }
+
+    /// Takes back objects of class `class` from a thread cache.
+    ///
+    /// # Safety
+    /// Every object in `batch` was handed out for class `class` and is free.
+    pub unsafe fn spill(&self, heap: &MHeap, class: usize, batch: Batch) {
+        if batch.len == 0 {
+            return;
+        }
+        let mut c = self.inner.lock();
+        if batch.len == CLASS_BATCH[class] && c.nbatches < tc_capacity(class) {
+            let n = c.nbatches;
+            c.batches[n] = batch;
+            c.nbatches += 1;
+            return;
+        }
+        // SAFETY: forwarded precondition.
+        let empties = unsafe { c.return_to_spans(class, batch) };
+        drop(c);
+        // SAFETY: the spans are empty and unlinked; nothing refers to their objects.
+        unsafe { free_spans(heap, empties) };
+    }
+
+    /// Sends every batch in the transfer cache home to its spans (for `release_memory`).
+    pub fn drain(&self, heap: &MHeap, class: usize) {
+        let mut c = self.inner.lock();
+        let mut empties: *mut Span = ptr::null_mut();
+        while c.nbatches > 0 {
+            c.nbatches -= 1;
+            let b = c.batches[c.nbatches];
+            // SAFETY: batches in the transfer cache hold free objects of this class.
+            let e = unsafe { c.return_to_spans(class, b) };
+            empties = chain(empties, e);
+        }
+        drop(c);
+        // SAFETY: as in `spill`.
+        unsafe { free_spans(heap, empties) };
+    }
+
+    /// Objects sitting in the transfer cache.
+    pub fn cached_objects(&self) -> usize {
+        let c = self.inner.lock();
+        c.batches[..c.nbatches].iter().map(|b| b.len as usize).sum()
+    }
+
+    pub fn lock_for_fork(&self) {
+        self.inner.raw_lock();
+    }
+
+    /// # Safety
+    /// Paired with [`MCentral::lock_for_fork`], in the parent after `fork()`.
+    pub unsafe fn unlock_after_fork_parent(&self) {
+        // SAFETY: forwarded precondition.
+        unsafe { self.inner.raw_unlock() }
+    }
+
+    /// # Safety
+    /// In the child after `fork()`, single-threaded.
+    pub unsafe fn unlock_after_fork_child(&self) {
+        // SAFETY: forwarded precondition.
+        unsafe { self.inner.force_unlock() }
+    }
+}
+
+impl CentralInner {
+    /// Moves free objects from partial spans into `out` until it holds `want`.
+    fn take_from_spans(&mut self, out: &mut Batch, want: u32) {
+        while out.len < want {
+            let s = self.partial.head;
+            if s.is_null() {
+                return;
+            }
+            // SAFETY: spans on `partial` are SMALL spans of this class owned by our lock; the
+            // objects we take are free.
+            unsafe {
+                while out.len < want {
+                    let obj = if !(*s).freelist.is_null() {
+                        let o = (*s).freelist;
+                        (*s).freelist = (o as *mut *mut u8).read();
+                        o
+                    } else if (*s).bump < (*s).nelems {
+                        let o = ((*s).start + (*s).bump as usize * (*s).elem_size as usize) as *mut u8;
+                        (*s).bump += 1;
+                        o
+                    } else {
+                        break;
+                    };
+                    out.push(obj);
+                    (*s).allocated += 1;
+                }
+                if (*s).freelist.is_null() && (*s).bump == (*s).nelems {
+                    self.partial.remove(s);
+                }
+            }
+        }
+    }
+
+    /// Puts each object of `batch` back on its span's free list; returns the spans that became
+    /// entirely free, unlinked and chained through `next`.
+    ///
+    /// # Safety
+    /// The objects are free objects of class `class`.
+    unsafe fn return_to_spans(&mut self, class: usize, batch: Batch) -> *mut Span {
+        let mut empties: *mut Span = ptr::null_mut();
+        let mut p = batch.head;
+        for _ in 0..batch.len {
+            // SAFETY: `p` is a free object of ours (precondition), so its first word is a
+            // link; the span found is checked to be a live SMALL span of this class.
+            unsafe {
+                let next = (p as *mut *mut u8).read();
+                let s = pagemap::span_of(p as usize);
+                if s.is_null() || (*s).state != span::SMALL || (*s).class as usize != class {
+                    diag::fatal(
+                        "free of a pointer not allocated by gomalloc with this size",
+                        p as usize,
+                        size_class::class_size(class),
+                    );
+                }
+                (p as *mut *mut u8).write((*s).freelist);
+                (*s).freelist = p;
+                if !(*s).in_list {
+                    self.partial.push(s);
+                }
+                (*s).allocated -= 1;
+                if (*s).allocated == 0 {
+                    self.partial.remove(s);
+                    (*s).next = empties;
+                    empties = s;
+                }
+                p = next;
+            }
+        }
+        empties
+    }
+}
+
+/// Appends chain `b` to chain `a` (spans linked through `next`).
+fn chain(a: *mut Span, b: *mut Span) -> *mut Span {
+    if a.is_null() {
+        return b;
+    }
+    let mut t = a;
+    // SAFETY: chains hold valid unlinked spans.
+    unsafe {
+        while !(*t).next.is_null() {
+            t = (*t).next;
+        }
+        (*t).next = b;
+    }
+    a
+}
+
+/// Gives each span of a chain back to the heap.
+///
+/// # Safety
+/// The spans are empty SMALL spans on no list.
+unsafe fn free_spans(heap: &MHeap, mut s: *mut Span) {
+    while !s.is_null() {
+        // SAFETY: precondition.
+        unsafe {
+            let next = (*s).next;
+            (*s).next = ptr::null_mut();
+            heap.free(s);
+            s = next;
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refill_spill_round_trip() {
+        let heap = MHeap::new();
+        let central = MCentral::new();
+        let class = size_class::size_to_class(48);
+        let want = CLASS_BATCH[class];
+        let mut batches = [Batch::EMPTY; 4];
+        for b in batches.iter_mut() {
+            *b = central.refill(&heap, class, want);
+            assert_eq!(b.len, want);
+        }
+        assert!(heap.stats().inuse > 0);
+        for b in batches {
+            // SAFETY: the objects came from this class and are free.
+            unsafe { central.spill(&heap, class, b) };
+        }
+        assert_eq!(central.cached_objects(), 4 * want as usize);
+        central.drain(&heap, class);
+        assert_eq!(central.cached_objects(), 0);
+        assert_eq!(heap.stats().inuse, 0, "empty spans go back to the heap");
+    }
+
+    #[test]
+    fn objects_are_distinct_and_inside_their_span() {
+        let heap = MHeap::new();
+        let central = MCentral::new();
+        let class = size_class::size_to_class(1000);
+        let size = size_class::class_size(class);
+        let b = central.refill(&heap, class, 200);
+        assert_eq!(b.len, 200);
+        let mut seen = std::vec::Vec::new();
+        let mut p = b.head;
+        for _ in 0..b.len {
+            seen.push(p as usize);
+            let s = pagemap::span_of(p as usize);
+            assert!(!s.is_null());
+            // SAFETY: live span; p is one of its objects.
+            unsafe {
+                assert_eq!((p as usize - (*s).start) % size, 0);
+                p = (p as *mut *mut u8).read();
+            }
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 200);
+        // SAFETY: all 200 objects are ours and free.
+        unsafe { central.spill(&heap, class, b) };
+        assert_eq!(heap.stats().inuse, 0);
+    }
+}

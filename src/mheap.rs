@@ -1,0 +1,705 @@
+//! The page heap (Go's `mheap`): spans of 8 KiB pages over 64 MiB arenas mapped from the OS.
+//!
+//! Owns: the arenas and their page-map metadata, every free span, the span descriptor pool,
+//! and the scavenger that returns idle pages to the OS.
+//!
+//! How it works. Arenas are mapped 64 MiB-aligned and grown into in chunks of at least 4 MiB
+//! (the rest of an arena is reserved address space, not counted in `heap_sys`, as in Go). Free
+//! spans sit on per-size lists for 1..=128 pages, split into "unreleased" (pages still backed,
+//! reused without page faults) and "released" (returned to the OS, reading as zero), with a
+//! bitmask of non-empty lists so the best bucket is found with one `trailing_zeros`; bigger free
+//! spans are on one list searched best-fit. A request takes the smallest fitting span and
+//! splits off the rest. A freed span merges with free neighbours found through the page map.
+//!
+//! Scavenger policy (no thread of its own): whenever a span is freed, if the idle pages still
+//! backed by memory exceed `max(4 MiB, heap_inuse / 8)` (Go keeps about 10% over its goal), the
+//! largest idle spans are released with `MADV_DONTNEED` until half that bound remains. So once a
+//! program frees everything, RSS drops at once to within a few MiB of where it started;
+//! [`MHeap::scavenge_all`] (behind `gomalloc::release_memory`) releases everything.
+//!
+//! Invariants (all under the one heap lock): `inuse + idle == sys`; a free span is on exactly
+//! one free list, which one decided by its page count and whether it is fully released; the
+//! page map points at a free span from its first and last page and at an in-use span from
+//! every page; two free spans are never adjacent once `free` returns.
+//!
+//! Locks: one `Mutex` around everything. Callers may hold a central lock when calling in (lock
+//! order central -> heap); the heap never calls up, and never allocates through the global
+//! allocator (descriptors come from [`SpanPool`], metadata from `os::map`).
+
+use crate::os;
+use crate::pagemap::{self, ARENA_SIZE};
+use crate::size_class::{self, PAGE_SHIFT, PAGE_SIZE};
+use crate::span::{self, Span, SpanList, SpanPool};
+use crate::sync::{const_fn, Mutex};
+use core::ptr;
+
+/// Free spans up to this many pages have a list per size.
+const MAX_BUCKET: usize = 128;
+/// The heap grows by at least this much at a time.
+const GROW_MIN_PAGES: usize = (4 << 20) / PAGE_SIZE;
+/// Idle-but-backed bytes the scavenger always lets the heap keep.
+pub const RETAIN_MIN: usize = 4 << 20;
+
+/// A consistent snapshot of the heap's counters (bytes).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapStats {
+    pub sys: usize,
+    pub inuse: usize,
+    pub released: usize,
+    pub span_sys: usize,
+    pub span_inuse: usize,
+    pub meta_sys: usize,
+    pub free_spans: usize,
+}
+
+pub struct MHeap {
+    inner: Mutex<HeapInner>,
+}
+
+struct HeapInner {
+    free: [SpanList; MAX_BUCKET + 1],
+    released: [SpanList; MAX_BUCKET + 1],
+    /// Bit `n - 1` set when `free[n]` (resp. `released[n]`) is non-empty.
+    free_mask: u128,
+    released_mask: u128,
+    /// Free spans of more than `MAX_BUCKET` pages, released or not.
+    large: SpanList,
+    arena_cur: usize,
+    arena_end: usize,
+    pool: SpanPool,
+    sys: usize,
+    inuse: usize,
+    released_bytes: usize,
+    meta_sys: usize,
+}
+
+impl MHeap {
+    const_fn! {
+        pub fn new() -> MHeap {
+            MHeap {
+                inner: Mutex::new(HeapInner {
+                    free: [const { SpanList::new() }; MAX_BUCKET + 1],
+                    released: [const { SpanList::new() }; MAX_BUCKET + 1],
+                    free_mask: 0,
+                    released_mask: 0,
+                    large: SpanList::new(),
+                    arena_cur: 0,
+                    arena_end: 0,
+                    pool: SpanPool::new(),
+                    sys: 0,
+                    inuse: 0,
+                    released_bytes: 0,
+                    meta_sys: 0,
+                }),
+            }
+        }
+    }
+
+    /// A span of `npages` pages for size class `class` (0: one large object), fully described
+    /// and published in the page map; null if the OS refuses memory.
+    pub fn alloc(&self, npages: usize, class: usize) -> *mut Span {
+        let mut h = self.inner.lock();
+        let s = h.alloc_pages(npages);
+        if !s.is_null() {
+            // SAFETY: `s` is a fresh in-use span owned by us under the heap lock.
+            unsafe { h.publish(s, class) };
+        }
+        s
+    }
+
+    /// A large span of `npages` pages whose start is aligned to `align` bytes (> PAGE_SIZE).
+    pub fn alloc_aligned(&self, npages: usize, align: usize) -> *mut Span {
+        let extra = align / PAGE_SIZE - 1;
+        let Some(total) = npages.checked_add(extra) else {
+            return ptr::null_mut();
+        };
+        let mut h = self.inner.lock();
+        let s = h.alloc_pages(total);
+        if s.is_null() {
+            return s;
+        }
+        // SAFETY: `s` is an in-use span we own; the pieces we cut off are inside it.
+        unsafe {
+            let start = (*s).start;
+            let aligned = (start + align - 1) & !(align - 1);
+            let head = (aligned - start) >> PAGE_SHIFT;
+            if head > 0 {
+                (*s).start = aligned;
+                (*s).npages -= head;
+                h.free_part(start, head);
+            }
+            let tail = (*s).npages - npages;
+            if tail > 0 {
+                (*s).npages = npages;
+                h.free_part(aligned + (npages << PAGE_SHIFT), tail);
+            }
+            h.publish(s, 0);
+        }
+        s
+    }
+
+    /// Returns an in-use span to the heap.
+    ///
+    /// # Safety
+    /// `s` came from this heap, is in use, and nothing refers to its memory any more.
+    pub unsafe fn free(&self, s: *mut Span) {
+        let mut h = self.inner.lock();
+        // SAFETY: forwarded precondition.
+        unsafe {
+            h.inuse -= (*s).bytes();
+            (*s).state = span::FREE;
+            (*s).class = 0;
+            (*s).zeroed = false;
+            (*s).released = 0;
+            h.insert_coalesced(s);
+        }
+        h.maybe_scavenge();
+    }
+
+    /// Grows the large span `s` in place to `npages` pages if the pages after it are free.
+    ///
+    /// # Safety
+    /// `s` is a live large span of this heap.
+    pub unsafe fn grow_in_place(&self, s: *mut Span, npages: usize) -> bool {
+        let mut h = self.inner.lock();
+        // SAFETY: `s` is live (precondition); neighbours are checked before use.
+        unsafe {
+            let have = (*s).npages;
+            if npages <= have {
+                return true;
+            }
+            let need = npages - have;
+            let end = (*s).start + (*s).bytes();
+            let next = pagemap::lookup(end);
+            if next.is_null()
+                || (*next).state != span::FREE
+                || !(*next).in_list
+                || (*next).start != end
+                || (*next).npages < need
+            {
+                return false;
+            }
+            h.remove_free(next);
+            h.take_front(next, need);
+            (*s).npages = npages;
+            pagemap::set_range(end, need, s);
+        }
+        true
+    }
+
+    /// Shrinks the large span `s` in place to `npages` pages, freeing the tail.
+    ///
+    /// # Safety
+    /// `s` is a live large span of this heap with more than `npages` pages.
+    pub unsafe fn shrink_in_place(&self, s: *mut Span, npages: usize) {
+        let mut h = self.inner.lock();
+        // SAFETY: `s` is live; the tail is part of it and holds no live data after the caller's
+        // shrink.
+        unsafe {
+            let tail = (*s).npages - npages;
+            (*s).npages = npages;
+            h.free_part((*s).start + (npages << PAGE_SHIFT), tail);
+        }
+        h.maybe_scavenge();
+    }
+
+    /// Releases every idle page to the OS (Go's `debug.FreeOSMemory` for the page heap).
+    pub fn scavenge_all(&self) {
+        let mut h = self.inner.lock();
+        h.scavenge(usize::MAX);
+    }
+
+    pub fn stats(&self) -> HeapStats {
+        let h = self.inner.lock();
+        let mut free_spans = h.large.len;
+        for n in 1..=MAX_BUCKET {
+            free_spans += h.free[n].len + h.released[n].len;
+        }
+        HeapStats {
+            sys: h.sys,
+            inuse: h.inuse,
+            released: h.released_bytes,
+            span_sys: h.pool.sys,
+            span_inuse: h.pool.inuse * core::mem::size_of::<Span>(),
+            meta_sys: h.meta_sys,
+            free_spans,
+        }
+    }
+
+    /// Takes the heap lock without a guard (before `fork()`).
+    pub fn lock_for_fork(&self) {
+        self.inner.raw_lock();
+    }
+
+    /// # Safety
+    /// Paired with [`MHeap::lock_for_fork`] in the parent after `fork()`.
+    pub unsafe fn unlock_after_fork_parent(&self) {
+        // SAFETY: forwarded precondition.
+        unsafe { self.inner.raw_unlock() }
+    }
+
+    /// # Safety
+    /// In the child after `fork()`, single-threaded.
+    pub unsafe fn unlock_after_fork_child(&self) {
+        // SAFETY: forwarded precondition.
+        unsafe { self.inner.force_unlock() }
+    }
+}
+
+impl HeapInner {
+    /// Finds, unlinks and trims a free run of exactly `n` pages, growing the heap if needed;
+    /// the result is counted as in use but not yet published.
+    fn alloc_pages(&mut self, n: usize) -> *mut Span {
+        if n == 0 || n > (isize::MAX as usize) >> PAGE_SHIFT {
+            return ptr::null_mut();
+        }
+        let mut s = self.find(n);
+        if s.is_null() {
+            if !self.grow(n) {
+                return ptr::null_mut();
+            }
+            s = self.find(n);
+            if s.is_null() {
+                return s;
+            }
+        }
+        // SAFETY: `s` is a free span on our lists.
+        unsafe {
+            self.remove_free(s);
+            self.take_front(s, n);
+        }
+        s
+    }
+
+    /// Turns the first `n` pages of the unlinked free span `s` into an in-use run (updating
+    /// `inuse` and `released`), putting any remainder back on the free lists.
+    ///
+    /// # Safety
+    /// `s` is a free span we own that is on no list, with at least `n` pages.
+    unsafe fn take_front(&mut self, s: *mut Span, n: usize) {
+        // SAFETY: precondition; the remainder descriptor is fresh.
+        unsafe {
+            let bytes = n << PAGE_SHIFT;
+            let rel_taken = (*s).released.min(bytes);
+            if (*s).npages > n {
+                let rest = self.pool.alloc((*s).start + bytes, (*s).npages - n);
+                if rest.is_null() {
+                    // No descriptor: keep the whole span in use rather than lose pages.
+                    self.inuse += (*s).bytes();
+                    self.released_bytes -= (*s).released;
+                    (*s).released = 0;
+                    (*s).state = span::LARGE;
+                    return;
+                }
+                (*rest).zeroed = (*s).zeroed;
+                (*rest).released = (*s).released - rel_taken;
+                (*s).npages = n;
+                self.insert_free(rest);
+            }
+            self.released_bytes -= rel_taken;
+            (*s).released = 0;
+            self.inuse += bytes;
+            (*s).state = span::LARGE;
+        }
+    }
+
+    /// Describes the in-use span `s` for `class` and points every page of it at `s`.
+    ///
+    /// # Safety
+    /// `s` is an in-use span just taken from the free lists.
+    unsafe fn publish(&mut self, s: *mut Span, class: usize) {
+        // SAFETY: precondition; we hold the heap lock, which page-map writers need.
+        unsafe {
+            (*s).next = ptr::null_mut();
+            (*s).prev = ptr::null_mut();
+            (*s).in_list = false;
+            (*s).allocated = 0;
+            (*s).bump = 0;
+            (*s).freelist = ptr::null_mut();
+            if class == 0 {
+                (*s).state = span::LARGE;
+                (*s).class = 0;
+                (*s).elem_size = 0;
+                (*s).nelems = 0;
+            } else {
+                (*s).state = span::SMALL;
+                (*s).class = class as u8;
+                (*s).elem_size = size_class::class_size(class) as u32;
+                (*s).nelems = size_class::class_objects(class) as u32;
+            }
+            pagemap::set_range((*s).start, (*s).npages, s);
+        }
+    }
+
+    /// Frees `npages` pages at `start` that were part of an in-use span.
+    ///
+    /// # Safety
+    /// The pages are ours, in use and dead.
+    unsafe fn free_part(&mut self, start: usize, npages: usize) {
+        let part = self.pool.alloc(start, npages);
+        if part.is_null() {
+            // No descriptor: the pages stay counted in use (leaked) rather than lost track of.
+            return;
+        }
+        // SAFETY: `part` is a fresh descriptor for dead pages of ours.
+        unsafe {
+            self.inuse -= (*part).bytes();
+            self.insert_coalesced(part);
+        }
+    }
+
+    /// The best free span with at least `n` pages, or null.
+    fn find(&mut self, n: usize) -> *mut Span {
+        if n <= MAX_BUCKET {
+            let f = bucket_at_least(self.free_mask, n);
+            let r = bucket_at_least(self.released_mask, n);
+            if f != 0 && (r == 0 || f <= r) {
+                return self.free[f].head;
+            }
+            if r != 0 {
+                return self.released[r].head;
+            }
+        }
+        // Best fit among the big ones; ties go to the lower address.
+        let mut best: *mut Span = ptr::null_mut();
+        let mut s = self.large.head;
+        while !s.is_null() {
+            // SAFETY: spans on our lists are valid.
+            unsafe {
+                if (*s).npages >= n
+                    && (best.is_null()
+                        || (*s).npages < (*best).npages
+                        || ((*s).npages == (*best).npages && (*s).start < (*best).start))
+                {
+                    best = s;
+                }
+                s = (*s).next;
+            }
+        }
+        best
+    }
+
+    /// Maps more memory: the rest of the current arena, or new arenas.
+    fn grow(&mut self, n: usize) -> bool {
+        let need = n << PAGE_SHIFT;
+        if self.arena_end - self.arena_cur < need {
+            let Some(size) = os::round_up(need, ARENA_SIZE) else {
+                return false;
+            };
+            // SAFETY: size is a non-zero multiple of the arena size (and so of the OS page).
+            let base = unsafe { os::map_aligned(size, ARENA_SIZE) };
+            if base.is_null() {
+                return false;
+            }
+            let base = base as usize;
+            if (base + size) >> 48 != 0 || !self.install_arenas(base, size) {
+                // SAFETY: we just mapped it and handed out nothing from it.
+                unsafe { os::unmap(base as *mut u8, size) };
+                return false;
+            }
+            if self.arena_end > self.arena_cur {
+                let (cur, end) = (self.arena_cur, self.arena_end);
+                self.add_fresh(cur, end);
+            }
+            self.arena_cur = base;
+            self.arena_end = base + size;
+        }
+        let ask = need.max(GROW_MIN_PAGES << PAGE_SHIFT).min(self.arena_end - self.arena_cur);
+        let start = self.arena_cur;
+        self.arena_cur += ask;
+        self.add_fresh(start, start + ask)
+    }
+
+    /// Creates page-map metadata for each arena in `[base, base + size)`.
+    fn install_arenas(&mut self, base: usize, size: usize) -> bool {
+        let mut a = base;
+        while a < base + size {
+            if !pagemap::has_arena(a) {
+                // SAFETY: non-zero length.
+                let meta = unsafe { os::map(pagemap::META_BYTES) };
+                if meta.is_null() {
+                    return false;
+                }
+                self.meta_sys += pagemap::META_BYTES;
+                // SAFETY: fresh zeroed metadata that is never freed; `a` is arena-aligned
+                // below 2^48; we hold the heap lock.
+                unsafe { pagemap::install_arena(a, meta.cast()) };
+            }
+            a += ARENA_SIZE;
+        }
+        true
+    }
+
+    /// Adds never-used memory `[start, end)` to the heap as a free, released, zeroed span.
+    fn add_fresh(&mut self, start: usize, end: usize) -> bool {
+        let s = self.pool.alloc(start, (end - start) >> PAGE_SHIFT);
+        if s.is_null() {
+            return false;
+        }
+        // SAFETY: fresh descriptor for fresh memory.
+        unsafe {
+            (*s).zeroed = true;
+            (*s).released = (*s).bytes();
+            self.sys += (*s).bytes();
+            self.released_bytes += (*s).bytes();
+            self.insert_coalesced(s);
+        }
+        true
+    }
+
+    /// Merges the free span `s` (on no list) with free neighbours and puts it on its list.
+    ///
+    /// # Safety
+    /// `s` is a valid free span of ours on no list, whose accounting is already done.
+    unsafe fn insert_coalesced(&mut self, s: *mut Span) {
+        // SAFETY: neighbours come from the page map and are checked to be free spans of ours
+        // that are adjacent and on a list before they are touched.
+        unsafe {
+            (*s).state = span::FREE;
+            let start = (*s).start;
+            if start >= PAGE_SIZE {
+                let prev = pagemap::lookup(start - PAGE_SIZE);
+                if !prev.is_null()
+                    && (*prev).state == span::FREE
+                    && (*prev).in_list
+                    && (*prev).start + (*prev).bytes() == start
+                {
+                    self.remove_free(prev);
+                    (*s).start = (*prev).start;
+                    (*s).npages += (*prev).npages;
+                    (*s).released += (*prev).released;
+                    (*s).zeroed &= (*prev).zeroed;
+                    self.pool.free(prev);
+                }
+            }
+            let end = (*s).start + (*s).bytes();
+            let next = pagemap::lookup(end);
+            if !next.is_null()
+                && (*next).state == span::FREE
+                && (*next).in_list
+                && (*next).start == end
+            {
+                self.remove_free(next);
+                (*s).npages += (*next).npages;
+                (*s).released += (*next).released;
+                (*s).zeroed &= (*next).zeroed;
+                self.pool.free(next);
+            }
+            self.insert_free(s);
+        }
+    }
+
+    /// Links the free span `s` on the list for its size and kind, and records it in the page
+    /// map at its first and last page.
+    ///
+    /// # Safety
+    /// `s` is a valid free span of ours on no list.
+    unsafe fn insert_free(&mut self, s: *mut Span) {
+        // SAFETY: precondition; we hold the heap lock.
+        unsafe {
+            (*s).state = span::FREE;
+            let n = (*s).npages;
+            pagemap::set((*s).start, s);
+            pagemap::set((*s).start + ((n - 1) << PAGE_SHIFT), s);
+            if n > MAX_BUCKET {
+                self.large.push(s);
+            } else if (*s).released >= (*s).bytes() {
+                self.released[n].push(s);
+                self.released_mask |= 1u128 << (n - 1);
+            } else {
+                self.free[n].push(s);
+                self.free_mask |= 1u128 << (n - 1);
+            }
+        }
+    }
+
+    /// Unlinks the free span `s` from its list.
+    ///
+    /// # Safety
+    /// `s` is on one of our free lists, unchanged since [`HeapInner::insert_free`].
+    unsafe fn remove_free(&mut self, s: *mut Span) {
+        // SAFETY: precondition.
+        unsafe {
+            let n = (*s).npages;
+            if n > MAX_BUCKET {
+                self.large.remove(s);
+            } else if (*s).released >= (*s).bytes() {
+                self.released[n].remove(s);
+                if self.released[n].is_empty() {
+                    self.released_mask &= !(1u128 << (n - 1));
+                }
+            } else {
+                self.free[n].remove(s);
+                if self.free[n].is_empty() {
+                    self.free_mask &= !(1u128 << (n - 1));
+                }
+            }
+        }
+    }
+
+    /// Applies the scavenger policy described in the module docs.
+    fn maybe_scavenge(&mut self) {
+        let backed_idle = (self.sys - self.inuse).saturating_sub(self.released_bytes);
+        let limit = RETAIN_MIN.max(self.inuse / 8);
+        if backed_idle > limit {
+            self.scavenge(backed_idle - limit / 2);
+        }
+    }
+
+    /// Releases idle spans to the OS, biggest first, until `want` bytes were released or no
+    /// unreleased idle span is left.
+    fn scavenge(&mut self, want: usize) {
+        let mut done = 0usize;
+        // Each span is looked at most once: those the OS page size keeps us from releasing in
+        // full go back on the unreleased lists, so bound the loop by the starting count.
+        let mut budget = self.large.len;
+        for n in 1..=MAX_BUCKET {
+            budget += self.free[n].len;
+        }
+        while done < want && budget > 0 {
+            budget -= 1;
+            let s = self.biggest_unreleased();
+            if s.is_null() {
+                break;
+            }
+            // SAFETY: `s` is an idle span on our lists; its memory holds no live data.
+            unsafe {
+                self.remove_free(s);
+                let bytes = (*s).bytes();
+                let got = os::release((*s).start as *mut u8, bytes);
+                let newly = got.saturating_sub((*s).released);
+                if got >= bytes {
+                    (*s).zeroed = true;
+                }
+                (*s).released = (*s).released.max(got);
+                self.released_bytes += newly;
+                done += newly;
+                self.insert_free(s);
+            }
+        }
+    }
+
+    fn biggest_unreleased(&self) -> *mut Span {
+        let mut best: *mut Span = ptr::null_mut();
+        let mut s = self.large.head;
+        while !s.is_null() {
+            // SAFETY: spans on our lists are valid.
+            unsafe {
+                if (*s).released < (*s).bytes() && (best.is_null() || (*s).npages > (*best).npages)
+                {
+                    best = s;
+                }
+                s = (*s).next;
+            }
+        }
+        if !best.is_null() {
+            return best;
+        }
+        if self.free_mask != 0 {
+            let n = 128 - self.free_mask.leading_zeros() as usize;
+            return self.free[n].head;
+        }
+        ptr::null_mut()
+    }
+}
+
+/// The smallest `m >= n` whose bit `m - 1` is set in `mask`, or 0.
+#[inline]
+fn bucket_at_least(mask: u128, n: usize) -> usize {
+    let m = mask >> (n - 1);
+    if m == 0 {
+        0
+    } else {
+        n + m.trailing_zeros() as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_search() {
+        assert_eq!(bucket_at_least(0, 1), 0);
+        assert_eq!(bucket_at_least(1, 1), 1);
+        assert_eq!(bucket_at_least(1 << 5, 1), 6);
+        assert_eq!(bucket_at_least(1 << 5, 7), 0);
+        assert_eq!(bucket_at_least(1 << 127, 128), 128);
+    }
+
+    #[test]
+    fn alloc_free_coalesces_and_accounts() {
+        let h = MHeap::new();
+        let a = h.alloc(3, 0);
+        let b = h.alloc(5, 0);
+        let c = h.alloc(1, 0);
+        assert!(!a.is_null() && !b.is_null() && !c.is_null());
+        // SAFETY: the spans are live and ours.
+        unsafe {
+            assert_eq!((*a).start + 3 * PAGE_SIZE, (*b).start, "first fit from one chunk");
+            assert_eq!(pagemap::span_of((*b).start + 5 * PAGE_SIZE - 1), b);
+            let st = h.stats();
+            assert_eq!(st.inuse, 9 * PAGE_SIZE);
+            let a_start = (*a).start;
+            h.free(b);
+            h.free(a);
+            assert_eq!(h.stats().inuse, PAGE_SIZE);
+            // a and b merged: an 8-page request fits exactly where they were.
+            let d = h.alloc(8, 0);
+            assert_eq!((*d).start, a_start);
+            h.free(d);
+            h.free(c);
+        }
+        let st = h.stats();
+        assert_eq!(st.inuse, 0);
+        assert!(st.released <= st.sys);
+        // Everything merged back into one span.
+        assert_eq!(st.free_spans, 1);
+    }
+
+    #[test]
+    fn aligned_and_in_place() {
+        let h = MHeap::new();
+        let s = h.alloc_aligned(3, 1 << 20);
+        assert!(!s.is_null());
+        // SAFETY: live spans of ours.
+        unsafe {
+            assert_eq!((*s).start % (1 << 20), 0);
+            assert_eq!((*s).npages, 3);
+            assert!(h.grow_in_place(s, 10));
+            assert_eq!((*s).npages, 10);
+            assert_eq!(pagemap::span_of((*s).start + 9 * PAGE_SIZE), s);
+            h.shrink_in_place(s, 2);
+            assert_eq!((*s).npages, 2);
+            assert!(pagemap::span_of((*s).start + 5 * PAGE_SIZE).is_null());
+            assert_eq!(h.stats().inuse, 2 * PAGE_SIZE);
+            h.free(s);
+        }
+        assert_eq!(h.stats().inuse, 0);
+    }
+
+    #[test]
+    fn scavenge_releases_idle_pages() {
+        let h = MHeap::new();
+        let s = h.alloc(256, 0);
+        assert!(!s.is_null());
+        // SAFETY: the span is ours; we dirty its pages, then free it.
+        unsafe {
+            core::ptr::write_bytes((*s).start as *mut u8, 1, (*s).bytes());
+            h.free(s);
+        }
+        let before = h.stats();
+        h.scavenge_all();
+        let after = h.stats();
+        assert_eq!(after.released, after.sys - after.inuse);
+        assert!(after.released > before.released);
+        let again = h.alloc(256, 0);
+        // SAFETY: released pages read back as zero.
+        unsafe {
+            assert!((*again).zeroed);
+            let p = (*again).start as *const u8;
+            assert_eq!(*p, 0);
+            h.free(again);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The OS layer: every system call that maps, unmaps, releases or remaps memory is here.
+//!
+//! Owns: the OS page size (read at run time: 4, 16 or 64 KiB), and anonymous private mappings.
+//! Every function reports failure by returning null (or `false`): the layers above turn that
+//! into a null allocation, never an abort.
+//!
+//! Invariants: mappings are readable and writable, zero-filled when new, and aligned at least
+//! to the OS page; `release` only touches whole OS pages inside the range it is given, and the
+//! released pages read back as zero (MADV_DONTNEED on private anonymous memory).
+//!
+//! Under Miri (no madvise, no partial munmap) mappings come from `std::alloc::System` with the
+//! requested alignment, `release` zeroes instead of advising, and nothing is ever trimmed.
+
+use crate::sync::{AtomicUsize, Ordering};
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The OS page size in bytes, read once from `sysconf(_SC_PAGESIZE)`.
+#[inline]
+pub fn page_size() -> usize {
+    let p = PAGE_SIZE.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    page_size_slow()
+}
+
+#[cold]
+fn page_size_slow() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let p = if raw > 0 && (raw as usize).is_power_of_two() { raw as usize } else { 4096 };
+    PAGE_SIZE.store(p, Ordering::Relaxed);
+    p
+}
+
+/// Rounds `n` up to a multiple of the power of two `align`; `None` on overflow.
+#[inline]
+pub fn round_up(n: usize, align: usize) -> Option<usize> {
+    Some(n.checked_add(align - 1)? & !(align - 1))
+}
+
+/// Maps `len` bytes (a multiple of the OS page) of fresh zeroed memory. Null on failure.
+///
+/// # Safety
+/// `len` is non-zero.
+#[cfg(not(miri))]
+pub unsafe fn map(len: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        core::ptr::null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+/// Maps `len` bytes aligned to `align` (a power of two >= the OS page) by over-mapping and
+/// trimming the ends. Null on failure.
+///
+/// # Safety
+/// `len` is a non-zero multiple of the OS page.
+#[cfg(not(miri))]
+pub unsafe fn map_aligned(len: usize, align: usize) -> *mut u8 {
+    let page = page_size();
+    if align <= page {
+        // SAFETY: forwarded precondition.
+        return unsafe { map(len) };
+    }
+    let Some(total) = len.checked_add(align - page) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: forwarded precondition (total is a non-zero multiple of the page).
+    let raw = unsafe { map(total) };
+    if raw.is_null() {
+        return raw;
+    }
+    let start = raw as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    let head = aligned - start;
+    let tail = total - head - len;
+    // SAFETY: head and tail are page-aligned pieces of the mapping we just made and own.
+    unsafe {
+        if head > 0 {
+            unmap(raw, head);
+        }
+        if tail > 0 {
+            unmap((aligned + len) as *mut u8, tail);
+        }
+    }
+    aligned as *mut u8
+}
+
+/// Unmaps a range previously returned by [`map`] / [`map_aligned`] (or a page-aligned part).
+///
+/// # Safety
+/// The range is mapped by us and nothing refers to it any more.
+#[cfg(not(miri))]
+pub unsafe fn unmap(ptr: *mut u8, len: usize) {
+    // SAFETY: forwarded precondition.
+    unsafe {
+        libc::munmap(ptr as *mut libc::c_void, len);
+    }
+}
+
+/// Returns the whole OS pages inside `[ptr, ptr+len)` to the OS; they read back as zero.
+/// Returns how many bytes were released (0 if the range holds no whole OS page).
+///
+/// # Safety
+/// The range is mapped by us and holds no live data.
+#[cfg(not(miri))]
+pub unsafe fn release(ptr: *mut u8, len: usize) -> usize {
+    let page = page_size();
+    let start = (ptr as usize + page - 1) & !(page - 1);
+    let end = (ptr as usize + len) & !(page - 1);
+    if end <= start {
+        return 0;
+    }
+    // SAFETY: [start, end) is a page-aligned sub-range of memory we own and hold no data in.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    if rc == 0 {
+        end - start
+    } else {
+        0
+    }
+}
+
+/// Resizes the mapping at `ptr` from `old` to `new` bytes (multiples of the OS page), moving it
+/// if needed. Null on failure (the old mapping is then untouched).
+///
+/// # Safety
+/// `ptr`/`old` describe a whole mapping of ours.
+#[cfg(not(miri))]
+pub unsafe fn remap(ptr: *mut u8, old: usize, new: usize) -> *mut u8 {
+    // SAFETY: forwarded precondition; MREMAP_MAYMOVE keeps the contents.
+    let p = unsafe { libc::mremap(ptr as *mut libc::c_void, old, new, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        core::ptr::null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+/// Resizes the mapping at `ptr` from `old` to `new` bytes without moving it. Null on failure.
+///
+/// # Safety
+/// `ptr`/`old` describe a whole mapping of ours.
+#[cfg(not(miri))]
+pub unsafe fn remap_in_place(ptr: *mut u8, old: usize, new: usize) -> *mut u8 {
+    // SAFETY: forwarded precondition; without MREMAP_MAYMOVE the address is kept or the call
+    // fails.
+    let p = unsafe { libc::mremap(ptr as *mut libc::c_void, old, new, 0) };
+    if p == libc::MAP_FAILED {
+        core::ptr::null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+#[cfg(miri)]
+mod miri_impl {
+    use std::alloc::{GlobalAlloc, Layout, System};
+
+    const MIRI_ALIGN: usize = 1 << 26;
+
+    fn layout(len: usize) -> Option<Layout> {
+        Layout::from_size_align(len, MIRI_ALIGN).ok()
+    }
+    /// # Safety
+    /// `len` is non-zero.
+    pub unsafe fn map(len: usize) -> *mut u8 {
+        match layout(len) {
+            // SAFETY: non-zero size.
+            Some(l) => unsafe { System.alloc_zeroed(l) },
+            None => core::ptr::null_mut(),
+        }
+    }
+    /// # Safety
+    /// `len` is non-zero.
+    pub unsafe fn map_aligned(len: usize, _align: usize) -> *mut u8 {
+        // SAFETY: forwarded precondition; MIRI_ALIGN covers every alignment we ask for.
+        unsafe { map(len) }
+    }
+    /// # Safety
+    /// A whole mapping returned by `map`.
+    pub unsafe fn unmap(ptr: *mut u8, len: usize) {
+        if let Some(l) = layout(len) {
+            // SAFETY: same layout as at allocation.
+            unsafe { System.dealloc(ptr, l) }
+        }
+    }
+    /// # Safety
+    /// The range is ours and dead.
+    pub unsafe fn release(ptr: *mut u8, len: usize) -> usize {
+        // SAFETY: the range is ours and holds no live data.
+        unsafe { core::ptr::write_bytes(ptr, 0, len) };
+        len
+    }
+    /// # Safety
+    /// `ptr`/`old` is a whole mapping.
+    pub unsafe fn remap(ptr: *mut u8, old: usize, new: usize) -> *mut u8 {
+        // SAFETY: forwarded preconditions; the new block is fresh.
+        unsafe {
+            let n = map(new);
+            if !n.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, n, old.min(new));
+                unmap(ptr, old);
+            }
+            n
+        }
+    }
+    /// # Safety
+    /// `ptr`/`old` is a whole mapping.
+    pub unsafe fn remap_in_place(_ptr: *mut u8, _old: usize, _new: usize) -> *mut u8 {
+        core::ptr::null_mut()
+    }
+}
+#[cfg(miri)]
+pub use miri_impl::{map, map_aligned, release, remap, remap_in_place, unmap};

@@ -1,0 +1,109 @@
+//! The page map: from any address to the span that holds it, in O(1) (Go's `mheap.arenas` /
+//! `heapArena.spans`).
+//!
+//! Owns: a two-level table. Level 1 is a static array with one slot per 64 MiB arena of a
+//! 48-bit address space (4 Mi slots, 32 MiB of zero-filled .bss that the kernel only backs
+//! where touched); each slot points at an [`ArenaMeta`] made when the page heap maps that arena,
+//! holding one span pointer per 8 KiB page. Addresses at or above 2^48, and arenas the heap never
+//! mapped, map to null: that is how a pointer gomalloc never returned is recognised.
+//!
+//! Invariants: an `ArenaMeta` is published (Release) before any span inside its arena is
+//! handed out, and never freed. Span pointers are stored with Release after the span is fully
+//! initialised, so a reader on another thread (Acquire) sees a complete descriptor. Entries may
+//! go stale (a page whose span was freed or merged); [`span_of`] checks that the span found
+//! still contains the address. Writers hold the page heap lock; readers take no lock.
+
+use crate::size_class::PAGE_SHIFT;
+use crate::span::Span;
+// The map is a process-wide static, so it always uses the std atomics (loom cannot model
+// statics that outlive one model run).
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// log2 of the arena size: 64 MiB.
+pub const ARENA_SHIFT: usize = 26;
+pub const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
+const ADDR_BITS: usize = 48;
+const L1_ENTRIES: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
+/// Pages per arena.
+pub const ARENA_PAGES: usize = ARENA_SIZE >> PAGE_SHIFT;
+
+/// Per-arena metadata: the span of every page.
+#[repr(C)]
+pub struct ArenaMeta {
+    spans: [AtomicPtr<Span>; ARENA_PAGES],
+}
+
+static L1: [AtomicPtr<ArenaMeta>; L1_ENTRIES] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; L1_ENTRIES];
+
+/// Bytes of one arena's metadata.
+pub const META_BYTES: usize = core::mem::size_of::<ArenaMeta>();
+
+#[inline]
+fn meta(addr: usize) -> *mut ArenaMeta {
+    let idx = addr >> ARENA_SHIFT;
+    if idx >= L1_ENTRIES {
+        return core::ptr::null_mut();
+    }
+    L1[idx].load(Ordering::Acquire)
+}
+
+/// Whether the arena holding `addr` has metadata.
+pub fn has_arena(addr: usize) -> bool {
+    !meta(addr).is_null()
+}
+
+/// Publishes the metadata of the arena starting at `base`.
+///
+/// # Safety
+/// `meta` points at zeroed memory of `META_BYTES` that lives forever; `base` is arena-aligned
+/// and below 2^48; the caller holds the page heap lock.
+pub unsafe fn install_arena(base: usize, meta: *mut ArenaMeta) {
+    L1[base >> ARENA_SHIFT].store(meta, Ordering::Release);
+}
+
+/// The span recorded for the page holding `addr` (possibly stale), or null.
+#[inline]
+pub fn lookup(addr: usize) -> *mut Span {
+    let m = meta(addr);
+    if m.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: published metadata is never freed.
+    unsafe { (*m).spans[(addr >> PAGE_SHIFT) & (ARENA_PAGES - 1)].load(Ordering::Acquire) }
+}
+
+/// The live span containing `addr`, or null if none does.
+#[inline]
+pub fn span_of(addr: usize) -> *mut Span {
+    let s = lookup(addr);
+    // SAFETY: span descriptors are never unmapped, so reading a stale one is harmless.
+    if !s.is_null() && unsafe { (*s).contains(addr) } {
+        s
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+/// Records `s` for the page holding `addr`.
+///
+/// # Safety
+/// The arena of `addr` is installed; the caller holds the page heap lock.
+#[inline]
+pub unsafe fn set(addr: usize, s: *mut Span) {
+    let m = meta(addr);
+    debug_assert!(!m.is_null());
+    // SAFETY: the arena's metadata is installed (precondition) and never freed.
+    unsafe { (*m).spans[(addr >> PAGE_SHIFT) & (ARENA_PAGES - 1)].store(s, Ordering::Release) }
+}
+
+/// Records `s` for every page of `[start, start + npages pages)`.
+///
+/// # Safety
+/// As for [`set`].
+pub unsafe fn set_range(start: usize, npages: usize, s: *mut Span) {
+    for i in 0..npages {
+        // SAFETY: forwarded precondition.
+        unsafe { set(start + (i << PAGE_SHIFT), s) };
+    }
+}

@@ -1,0 +1,162 @@
+//! Statistics: Go's `runtime.MemStats`, for gomalloc's heap.
+//!
+//! Owns: the counters of large and huge objects (updated on their slow paths with atomic
+//! adds) and the merge that builds a [`MemStats`]. Small-object counts live in each thread's
+//! cache (`mcache`: one relaxed load and store per operation, no read-modify-write) and in the
+//! retired totals of exited threads; `read` adds them up under the registry lock. The heap's
+//! counters are read in one snapshot under the heap lock, so `heap_inuse + heap_idle ==
+//! heap_sys` holds exactly; counts taken while other threads allocate are each a moment's
+//! value, as Go's are between stop-the-worlds.
+
+use crate::size_class::{self, NUM_CLASSES};
+use crate::{huge, mcache, HEAP};
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Large (page heap) and huge (own mapping) objects: count and bytes, allocated and freed.
+pub static LARGE_MALLOCS: AtomicU64 = AtomicU64::new(0);
+pub static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
+pub static LARGE_ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
+pub static LARGE_FREED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Records the allocation of a large or huge object of `bytes`.
+#[inline]
+pub fn large_alloc(bytes: usize) {
+    LARGE_MALLOCS.fetch_add(1, Ordering::Relaxed);
+    LARGE_ALLOC_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// Records the free of a large or huge object of `bytes`.
+#[inline]
+pub fn large_free(bytes: usize) {
+    LARGE_FREES.fetch_add(1, Ordering::Relaxed);
+    LARGE_FREED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// Records an in-place resize of a large or huge object.
+#[inline]
+pub fn large_resize(old: usize, new: usize) {
+    if new > old {
+        LARGE_ALLOC_BYTES.fetch_add((new - old) as u64, Ordering::Relaxed);
+    } else {
+        LARGE_FREED_BYTES.fetch_add((old - new) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Allocations and frees of one size class (Go's `MemStats.BySize` entry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BySize {
+    /// Object size of the class.
+    pub size: u32,
+    pub mallocs: u64,
+    pub frees: u64,
+}
+
+/// Go's `runtime.MemStats`, the fields that apply to gomalloc (bytes unless a count).
+#[derive(Clone, Copy, Debug)]
+pub struct MemStats {
+    /// Bytes of allocated heap objects (same as `heap_alloc`).
+    pub alloc: u64,
+    /// Cumulative bytes allocated (never decreases).
+    pub total_alloc: u64,
+    /// Bytes obtained from the OS: heap, span descriptors and other metadata.
+    pub sys: u64,
+    /// Cumulative count of objects allocated.
+    pub mallocs: u64,
+    /// Cumulative count of objects freed.
+    pub frees: u64,
+    /// Bytes of allocated heap objects (rounded up to their size class / pages).
+    pub heap_alloc: u64,
+    /// Bytes of heap memory obtained from the OS (in use, idle, and released).
+    pub heap_sys: u64,
+    /// Bytes in idle spans (free pages), released or not.
+    pub heap_idle: u64,
+    /// Bytes in in-use spans (including free slots of small-object spans) and huge blocks.
+    pub heap_inuse: u64,
+    /// Bytes of idle pages returned to the OS.
+    pub heap_released: u64,
+    /// Live objects (`mallocs - frees`).
+    pub heap_objects: u64,
+    /// Bytes of span descriptors in use / obtained from the OS.
+    pub mspan_inuse: u64,
+    pub mspan_sys: u64,
+    /// Other metadata: page-map arena tables and the huge-block table.
+    pub other_sys: u64,
+    /// Per size class; index is the class, index 0 unused (large objects).
+    pub by_size: [BySize; NUM_CLASSES],
+}
+
+/// Reads the statistics now (Go's `runtime.ReadMemStats`, without stopping anything).
+pub fn read() -> MemStats {
+    let mut counts = [[0u64; 2]; NUM_CLASSES];
+    mcache::sum_counters(&mut counts);
+    let mut by_size = [BySize::default(); NUM_CLASSES];
+    let (mut mallocs, mut frees, mut total_alloc, mut small_live) = (0u64, 0u64, 0u64, 0u64);
+    for c in 1..NUM_CLASSES {
+        let size = size_class::class_size(c) as u64;
+        let [m, f] = counts[c];
+        by_size[c] = BySize { size: size as u32, mallocs: m, frees: f };
+        mallocs += m;
+        frees += f;
+        total_alloc += m * size;
+        small_live += m.saturating_sub(f) * size;
+    }
+    let lm = LARGE_MALLOCS.load(Ordering::Relaxed);
+    let lf = LARGE_FREES.load(Ordering::Relaxed);
+    let la = LARGE_ALLOC_BYTES.load(Ordering::Relaxed);
+    let lfb = LARGE_FREED_BYTES.load(Ordering::Relaxed);
+    let heap = HEAP.stats();
+    let huge_mapped = huge::MAPPED.load(Ordering::Relaxed);
+    let heap_alloc = small_live + la.saturating_sub(lfb);
+    let mallocs = mallocs + lm;
+    let frees = frees + lf;
+    let heap_sys = heap.sys as u64 + huge_mapped;
+    let mspan_sys = heap.span_sys as u64;
+    let other_sys = heap.meta_sys as u64 + huge::TABLE_SYS.load(Ordering::Relaxed);
+    MemStats {
+        alloc: heap_alloc,
+        total_alloc: total_alloc + la,
+        sys: heap_sys + mspan_sys + other_sys,
+        mallocs,
+        frees,
+        heap_alloc,
+        heap_sys,
+        heap_idle: (heap.sys - heap.inuse) as u64,
+        heap_inuse: heap.inuse as u64 + huge_mapped,
+        heap_released: heap.released as u64,
+        heap_objects: mallocs.saturating_sub(frees),
+        mspan_inuse: heap.span_inuse as u64,
+        mspan_sys,
+        other_sys,
+        by_size,
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+impl fmt::Display for MemStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "# gomalloc MemStats")?;
+        writeln!(f, "# Alloc = {} ({:.1} MiB)", self.alloc, mib(self.alloc))?;
+        writeln!(f, "# TotalAlloc = {} ({:.1} MiB)", self.total_alloc, mib(self.total_alloc))?;
+        writeln!(f, "# Sys = {} ({:.1} MiB)", self.sys, mib(self.sys))?;
+        writeln!(f, "# Mallocs = {}", self.mallocs)?;
+        writeln!(f, "# Frees = {}", self.frees)?;
+        writeln!(f, "# HeapAlloc = {} ({:.1} MiB)", self.heap_alloc, mib(self.heap_alloc))?;
+        writeln!(f, "# HeapSys = {} ({:.1} MiB)", self.heap_sys, mib(self.heap_sys))?;
+        writeln!(f, "# HeapIdle = {} ({:.1} MiB)", self.heap_idle, mib(self.heap_idle))?;
+        writeln!(f, "# HeapInuse = {} ({:.1} MiB)", self.heap_inuse, mib(self.heap_inuse))?;
+        writeln!(f, "# HeapReleased = {} ({:.1} MiB)", self.heap_released, mib(self.heap_released))?;
+        writeln!(f, "# HeapObjects = {}", self.heap_objects)?;
+        writeln!(f, "# MSpanInuse = {}", self.mspan_inuse)?;
+        writeln!(f, "# MSpanSys = {}", self.mspan_sys)?;
+        writeln!(f, "# OtherSys = {}", self.other_sys)?;
+        write!(f, "# BySize (size: mallocs/frees, classes with traffic) =")?;
+        for b in self.by_size.iter().skip(1).filter(|b| b.mallocs > 0) {
+            write!(f, " {}: {}/{}", b.size, b.mallocs, b.frees)?;
+        }
+        writeln!(f)
+    }
+}

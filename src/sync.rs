@@ -1,0 +1,194 @@
+//! The sync shim: every lock and atomic the allocator uses comes from here, so that the
+//! crate compiled with `--cfg loom` swaps them all for loom's model-checked versions in one
+//! place.
+//!
+//! Owns: [`Mutex`], a small futex lock that never allocates, never panics and can be taken and
+//! released around `fork()` without a guard; the atomic types; and [`const_fn!`], which makes a
+//! constructor `const` in normal builds (so the global heap is a plain `static`) and non-const
+//! under loom (whose atomics cannot be built in const context).
+//!
+//! Invariants: a [`Mutex`] is not re-entrant. The allocator's lock order is
+//! `registry -> mcentral[class] (ascending) -> mheap -> huge`; no code path takes a lock that
+//! comes earlier in that order while holding a later one, and no lock is held while calling
+//! into code that may allocate through the global allocator.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+pub(crate) use core::sync::atomic::Ordering;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+
+/// Declares a constructor that is `const fn` in normal builds and a plain `fn` under loom.
+macro_rules! const_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident() -> $ret:ty $body:block) => {
+        #[cfg(not(loom))]
+        $(#[$m])* $vis const fn $name() -> $ret $body
+        #[cfg(loom)]
+        $(#[$m])* $vis fn $name() -> $ret $body
+    };
+}
+pub(crate) use const_fn;
+
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+
+/// A mutual-exclusion lock around `T` (a futex word on Linux; a spinning loom model under loom).
+pub struct Mutex<T> {
+    state: AtomicU32,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serialises every access to `data`, so sharing the Mutex between threads is
+// sound whenever `T` may be sent between them.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+// SAFETY: moving the Mutex moves the `T` it owns.
+unsafe impl<T: Send> Send for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    #[cfg(not(loom))]
+    pub const fn new(value: T) -> Self {
+        Mutex { state: AtomicU32::new(UNLOCKED), data: UnsafeCell::new(value) }
+    }
+    #[cfg(loom)]
+    pub fn new(value: T) -> Self {
+        Mutex { state: AtomicU32::new(UNLOCKED), data: UnsafeCell::new(value) }
+    }
+
+    /// Takes the lock, returning a guard that releases it when dropped.
+    #[inline]
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.raw_lock();
+        MutexGuard { lock: self }
+    }
+
+    /// Takes the lock without a guard; pair with [`Mutex::raw_unlock`]. Used around `fork()`.
+    #[inline]
+    pub fn raw_lock(&self) {
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+    }
+
+    /// Releases a lock taken with [`Mutex::raw_lock`].
+    ///
+    /// # Safety
+    /// The caller holds the lock (through `raw_lock`) and no guard refers to it.
+    #[inline]
+    pub unsafe fn raw_unlock(&self) {
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            futex_wake(&self.state);
+        }
+    }
+
+    /// Resets the lock to unlocked in a `fork()` child, where the thread that held it is gone.
+    ///
+    /// # Safety
+    /// Only in the child after `fork()`, with this thread the only one running.
+    pub unsafe fn force_unlock(&self) {
+        self.state.store(UNLOCKED, Ordering::Release);
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        // Spin briefly: critical sections here are short.
+        let mut spins = 0;
+        while spins < 100 {
+            if self.state.load(Ordering::Relaxed) == UNLOCKED
+                && self
+                    .state
+                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            spin_hint();
+            spins += 1;
+        }
+        // Then sleep on the futex, marking the lock contended so the owner wakes us.
+        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            futex_wait(&self.state, CONTENDED);
+        }
+    }
+}
+
+/// Releases the [`Mutex`] when dropped.
+pub struct MutexGuard<'a, T> {
+    lock: &'a Mutex<T>,
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while the lock is held, so no other reference to the
+        // data is live.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference through the guard.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard was created by `lock`, which holds the lock.
+        unsafe { self.lock.raw_unlock() }
+    }
+}
+
+#[cfg(not(loom))]
+#[inline]
+fn spin_hint() {
+    core::hint::spin_loop();
+}
+#[cfg(loom)]
+fn spin_hint() {
+    loom::thread::yield_now();
+}
+
+#[cfg(all(not(loom), not(miri)))]
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT reads the u32 at `word`, which is valid for the call; a spurious or
+    // interrupted return is fine because the caller loops.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+#[cfg(all(not(loom), not(miri)))]
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
+    }
+}
+
+#[cfg(any(loom, miri))]
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    while word.load(Ordering::Relaxed) == expected {
+        spin_hint();
+    }
+}
+
+#[cfg(any(loom, miri))]
+fn futex_wake(_word: &AtomicU32) {}
