@@ -28,13 +28,20 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(clippy::missing_safety_doc)]
+// Loops over size classes index several parallel per-class tables; constructors are `const fn`
+// for statics, where `Default` would not help.
+#![allow(clippy::needless_range_loop, clippy::new_without_default)]
 
 mod diag;
+#[doc(hidden)]
 pub mod mcentral;
+#[doc(hidden)]
 pub mod mheap;
 mod os;
+#[doc(hidden)]
 pub mod pagemap;
 pub mod size_class;
+#[doc(hidden)]
 pub mod span;
 mod sync;
 

@@ -253,7 +253,7 @@ impl MCache {
             r.count += 1;
         }
         // SAFETY: the key is valid; a non-null value makes glibc call our destructor at exit.
-        if unsafe { libc::pthread_setspecific(key, 1 as *const libc::c_void) } != 0 {
+        if unsafe { libc::pthread_setspecific(key, ptr::dangling::<libc::c_void>()) } != 0 {
             self.unregister();
             return;
         }

@@ -11,7 +11,8 @@
 //! Under Miri (no madvise, no partial munmap) mappings come from `std::alloc::System` with the
 //! requested alignment, `release` zeroes instead of advising, and nothing is ever trimmed.
 
-use crate::sync::{AtomicUsize, Ordering};
+// A process-wide static, so always the std atomic (loom cannot model statics).
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 

@@ -163,9 +163,9 @@ pub static CLASS_BATCH: [u32; NUM_CLASSES] = {
 #[inline(always)]
 pub fn size_to_class(size: usize) -> usize {
     if size <= SMALL_SIZE_MAX {
-        SIZE_TO_CLASS8[(size + SMALL_SIZE_DIV - 1) / SMALL_SIZE_DIV] as usize
+        SIZE_TO_CLASS8[size.div_ceil(SMALL_SIZE_DIV)] as usize
     } else if size <= MAX_SMALL_SIZE {
-        SIZE_TO_CLASS128[(size - SMALL_SIZE_MAX + LARGE_SIZE_DIV - 1) / LARGE_SIZE_DIV] as usize
+        SIZE_TO_CLASS128[(size - SMALL_SIZE_MAX).div_ceil(LARGE_SIZE_DIV)] as usize
     } else {
         0
     }

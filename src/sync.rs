@@ -15,11 +15,11 @@
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 
-#[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 pub(crate) use core::sync::atomic::Ordering;
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+pub(crate) use loom::sync::atomic::AtomicU32;
 
 /// Declares a constructor that is `const fn` in normal builds and a plain `fn` under loom.
 macro_rules! const_fn {
@@ -39,8 +39,15 @@ const CONTENDED: u32 = 2;
 /// A mutual-exclusion lock around `T` (a futex word on Linux; a spinning loom model under loom).
 pub struct Mutex<T> {
     state: AtomicU32,
-    data: UnsafeCell<T>,
+    data: Cell<T>,
 }
+
+// Under loom the data lives in loom's UnsafeCell, so an access without the lock is reported as
+// a data race by the model checker.
+#[cfg(not(loom))]
+type Cell<T> = UnsafeCell<T>;
+#[cfg(loom)]
+type Cell<T> = loom::cell::UnsafeCell<T>;
 
 // SAFETY: the lock serialises every access to `data`, so sharing the Mutex between threads is
 // sound whenever `T` may be sent between them.
@@ -55,14 +62,18 @@ impl<T> Mutex<T> {
     }
     #[cfg(loom)]
     pub fn new(value: T) -> Self {
-        Mutex { state: AtomicU32::new(UNLOCKED), data: UnsafeCell::new(value) }
+        Mutex { state: AtomicU32::new(UNLOCKED), data: loom::cell::UnsafeCell::new(value) }
     }
 
     /// Takes the lock, returning a guard that releases it when dropped.
     #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.raw_lock();
-        MutexGuard { lock: self }
+        MutexGuard {
+            lock: self,
+            #[cfg(loom)]
+            access: self.data.get_mut(),
+        }
     }
 
     /// Takes the lock without a guard; pair with [`Mutex::raw_unlock`]. Used around `fork()`.
@@ -122,6 +133,9 @@ impl<T> Mutex<T> {
 /// Releases the [`Mutex`] when dropped.
 pub struct MutexGuard<'a, T> {
     lock: &'a Mutex<T>,
+    /// Loom's record of this exclusive access, live as long as the guard.
+    #[cfg(loom)]
+    access: loom::cell::MutPtr<T>,
 }
 
 impl<T> Deref for MutexGuard<'_, T> {
@@ -130,7 +144,15 @@ impl<T> Deref for MutexGuard<'_, T> {
     fn deref(&self) -> &T {
         // SAFETY: the guard exists only while the lock is held, so no other reference to the
         // data is live.
-        unsafe { &*self.lock.data.get() }
+        #[cfg(not(loom))]
+        unsafe {
+            &*self.lock.data.get()
+        }
+        // SAFETY: as above; loom checks the claim.
+        #[cfg(loom)]
+        unsafe {
+            &*self.access.deref()
+        }
     }
 }
 
@@ -138,7 +160,15 @@ impl<T> DerefMut for MutexGuard<'_, T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference through the guard.
-        unsafe { &mut *self.lock.data.get() }
+        #[cfg(not(loom))]
+        unsafe {
+            &mut *self.lock.data.get()
+        }
+        // SAFETY: as above; loom checks the claim.
+        #[cfg(loom)]
+        unsafe {
+            self.access.deref()
+        }
     }
 }
 

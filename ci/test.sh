@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command: everything CI checks, runnable on a fresh machine with Rust installed.
+#   bash ci/test.sh
+# Steps: format and lint, the unit + integration + doc tests in release mode (the integration
+# test binaries run on GoMalloc as their global allocator), the loom models, and the callgrind
+# count of the fast path when valgrind is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+rustc --version
+# The jemalloc dev-dependency builds C code: make sure a C toolchain and make are present.
+if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
+  fi
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --release (unit, integration, doc)"
+cargo test --release --workspace
+
+step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=2})"
+RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS CARGO_TARGET_DIR=target/loom \
+  cargo test -p gomalloc-loom-tests --release
+
+if command -v valgrind >/dev/null 2>&1; then
+  step "fast path instruction count (callgrind)"
+  bash ci/fastpath.sh
+fi
+echo
+echo "ci/test.sh: all steps passed"
