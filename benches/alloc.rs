@@ -8,13 +8,13 @@
 //! * `small_pair`        – one alloc + dealloc of 16 / 64 / 256 bytes (hot thread-cache path).
 //! * `batch_64B`         – allocate 10 000 blocks of 64 B (writing one byte each), then free them all.
 //! * `realloc_growth`    – a Vec<u64>-like buffer pushed from 1 to 100 000, doubling capacity with
-//!                         `GlobalAlloc::realloc` (starts at 4 elements = 32 B).
+//!   `GlobalAlloc::realloc` (starts at 4 elements = 32 B).
 //! * `block_touch`       – alloc 64 KiB / 1 MiB, write one byte per 4 KiB, free.
 //! * `producer_consumer` – thread P allocates 64 B blocks with A and sends the raw pointers (as
-//!                         `usize`) through a bounded std `sync_channel`; thread C frees them with A.
-//!                         One iteration = 10 000 blocks. `per_ptr` sends one pointer per message
-//!                         (channel cost dominates); `batch50` sends arrays of 50 pointers, so the
-//!                         allocator's cross-thread free path is more visible.
+//!   `usize`) through a bounded std `sync_channel`; thread C frees them with A.
+//!   One iteration = 10 000 blocks. `per_ptr` sends one pointer per message
+//!   (channel cost dominates); `batch50` sends arrays of 50 pointers, so the
+//!   allocator's cross-thread free path is more visible.
 //!
 //! Run: `cargo bench --bench alloc` (all groups, ~3-4 min on 2 cores) or filter, e.g.
 //! `cargo bench --bench alloc -- small_pair`. Medians are in
@@ -43,10 +43,26 @@ static JE: Jemalloc = Jemalloc;
 /// Run `$body` once per allocator with `$a` bound to a `&'static` allocator and `$name` to its name.
 macro_rules! for_each_alloc {
     (|$name:ident, $a:ident| $body:block) => {{
-        { let $name = "gomalloc"; let $a = &GO; $body }
-        { let $name = "system"; let $a = &SYS; $body }
-        { let $name = "mimalloc"; let $a = &MI; $body }
-        { let $name = "jemalloc"; let $a = &JE; $body }
+        {
+            let $name = "gomalloc";
+            let $a = &GO;
+            $body
+        }
+        {
+            let $name = "system";
+            let $a = &SYS;
+            $body
+        }
+        {
+            let $name = "mimalloc";
+            let $a = &MI;
+            $body
+        }
+        {
+            let $name = "jemalloc";
+            let $a = &JE;
+            $body
+        }
     }};
 }
 
@@ -225,7 +241,11 @@ fn sanity<A: GlobalAlloc + Sync>(name: &str, a: &A) {
             }
         }
         let n = 100_000u64;
-        assert_eq!(realloc_growth(a, n, true), n * (n + 1) / 2, "{name}: realloc_growth");
+        assert_eq!(
+            realloc_growth(a, n, true),
+            n * (n + 1) / 2,
+            "{name}: realloc_growth"
+        );
         let mut v = Vec::with_capacity(10_000);
         batch(a, &mut v, 10_000, L64);
         block_touch(a, Layout::from_size_align(1 << 20, 8).unwrap());
@@ -239,7 +259,9 @@ fn sanity<A: GlobalAlloc + Sync>(name: &str, a: &A) {
 // ---------------------------------------------------------------------------------------------
 
 fn bench_sanity(_c: &mut Criterion) {
-    for_each_alloc!(|name, a| { sanity(name, a); });
+    for_each_alloc!(|name, a| {
+        sanity(name, a);
+    });
 }
 
 fn bench_small_pair(c: &mut Criterion) {
@@ -248,9 +270,11 @@ fn bench_small_pair(c: &mut Criterion) {
     for size in [16usize, 64, 256] {
         let layout = Layout::from_size_align(size, 8).unwrap();
         for_each_alloc!(|name, a| {
-            g.bench_with_input(BenchmarkId::new(name, format!("{size}B")), &layout, |b, &l| {
-                b.iter(|| unsafe { small_pair(a, l) })
-            });
+            g.bench_with_input(
+                BenchmarkId::new(name, format!("{size}B")),
+                &layout,
+                |b, &l| b.iter(|| unsafe { small_pair(a, l) }),
+            );
         });
     }
     g.finish();

@@ -155,7 +155,8 @@ const PHASES: [&str; 6] = ["index", "btree", "trees", "vecs", "threads", "big"];
 /// inverted index, verify every posting, then prune rare words and shrink the postings.
 fn phase_index(scale: f64) -> u64 {
     const SYL: [&str; 16] = [
-        "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "po", "qua", "bel", "dor", "fin", "gar", "hu",
+        "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "po", "qua", "bel", "dor", "fin",
+        "gar", "hu",
     ];
     // Syllables start with 16 distinct letters, so distinct numbers give distinct words.
     fn word(mut i: usize) -> String {
@@ -268,7 +269,10 @@ fn phase_trees(scale: f64) -> u64 {
         if d == 0 {
             Box::new(Node { l: None, r: None })
         } else {
-            Box::new(Node { l: Some(make(d - 1)), r: Some(make(d - 1)) })
+            Box::new(Node {
+                l: Some(make(d - 1)),
+                r: Some(make(d - 1)),
+            })
         }
     }
     fn count(n: &Node) -> u64 {
@@ -346,20 +350,27 @@ fn phase_vecs(scale: f64) -> u64 {
     for i in 0..n {
         big.push(i * 3);
     }
-    assert_eq!(big.iter().sum::<u64>(), 3 * n * (n - 1) / 2, "big vec corrupted");
+    assert_eq!(
+        big.iter().sum::<u64>(),
+        3 * n * (n - 1) / 2,
+        "big vec corrupted"
+    );
     drop(big);
 
     let ns = scaled(200_000, scale);
     let strings: Vec<String> = (0..ns).map(|i| format!("item-{i}")).collect();
     let joined = strings.join(",");
     assert_eq!(joined.split(',').count(), ns);
-    assert!(joined.split(',').zip(&strings).all(|(a, b)| a == b), "joined string corrupted");
+    assert!(
+        joined.split(',').zip(&strings).all(|(a, b)| a == b),
+        "joined string corrupted"
+    );
     sum ^ ((joined.len() as u64) << 32)
 }
 
-/// Phase 5: two producer threads send boxed messages (with heap payloads) to a worker thread,
-/// which checks them, frees them (a cross-thread free) and sends boxed replies to the main thread,
-/// which checks and frees those.
+/// Phase 5: two producer threads send boxed messages (with heap payloads), in batches of 32, to a
+/// worker thread, which checks them, frees them (a cross-thread free) and sends boxed replies to
+/// the main thread, which checks and frees those.
 fn phase_threads(scale: f64) -> u64 {
     struct Msg {
         id: u64,
@@ -377,37 +388,62 @@ fn phase_threads(scale: f64) -> u64 {
     fn expected_sum(id: u64) -> u64 {
         payload_len(id) as u64 * (id as u8) as u64
     }
+    const BATCH: usize = 32;
     let per_producer = scaled(100_000, scale) as u64;
-    let (tx, rx) = sync_channel::<Box<Msg>>(512);
-    let (rtx, rrx) = sync_channel::<Box<Reply>>(512);
+    let (tx, rx) = sync_channel::<Vec<Box<Msg>>>(16);
+    let (rtx, rrx) = sync_channel::<Vec<Box<Reply>>>(16);
     std::thread::scope(|s| {
         for p in 0..2u64 {
             let tx = tx.clone();
             s.spawn(move || {
+                let mut batch = Vec::with_capacity(BATCH);
                 for k in 0..per_producer {
                     let id = p * per_producer + k;
-                    let msg = Box::new(Msg { id, payload: vec![id as u8; payload_len(id)], tag: format!("p{p}-{k}") });
-                    tx.send(msg).unwrap();
+                    batch.push(Box::new(Msg {
+                        id,
+                        payload: vec![id as u8; payload_len(id)],
+                        tag: format!("p{p}-{k}"),
+                    }));
+                    if batch.len() == BATCH || k + 1 == per_producer {
+                        tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                            .unwrap();
+                    }
                 }
             });
         }
         drop(tx);
         s.spawn(move || {
-            for msg in rx {
-                assert!(msg.payload.iter().all(|&b| b == msg.id as u8), "payload corrupted");
-                assert!(msg.tag.starts_with('p'), "tag corrupted");
-                let sum: u64 = msg.payload.iter().map(|&b| b as u64).sum();
-                let reply = Box::new(Reply { id: msg.id, sum, text: format!("{}:{}", msg.id, sum) });
-                drop(msg);
-                rtx.send(reply).unwrap();
+            for batch in rx {
+                let mut replies = Vec::with_capacity(batch.len());
+                for msg in batch {
+                    assert!(
+                        msg.payload.iter().all(|&b| b == msg.id as u8),
+                        "payload corrupted"
+                    );
+                    assert!(msg.tag.starts_with('p'), "tag corrupted");
+                    let sum: u64 = msg.payload.iter().map(|&b| b as u64).sum();
+                    replies.push(Box::new(Reply {
+                        id: msg.id,
+                        sum,
+                        text: format!("{}:{}", msg.id, sum),
+                    }));
+                    drop(msg); // frees memory allocated by a producer thread
+                }
+                rtx.send(replies).unwrap();
             }
         });
         let (mut count, mut acc) = (0u64, 0u64);
-        for r in rrx {
-            assert_eq!(r.sum, expected_sum(r.id), "reply sum wrong");
-            assert_eq!(r.text, format!("{}:{}", r.id, r.sum), "reply text corrupted");
-            count += 1;
-            acc = acc.wrapping_add(r.sum ^ (r.id << 20));
+        for batch in rrx {
+            for r in batch {
+                assert_eq!(r.sum, expected_sum(r.id), "reply sum wrong");
+                assert_eq!(
+                    r.text,
+                    format!("{}:{}", r.id, r.sum),
+                    "reply text corrupted"
+                );
+                count += 1;
+                acc = acc.wrapping_add(r.sum ^ (r.id << 20));
+            }
         }
         assert_eq!(count, 2 * per_producer, "messages lost");
         acc ^ count
@@ -420,7 +456,11 @@ fn phase_big(scale: f64) -> u64 {
     fn check(v: &[u8], seed: u8, zeroed: bool) -> u64 {
         let mut s = 0u64;
         for off in (0..v.len()).step_by(4096) {
-            let want = if zeroed { seed.wrapping_add((off / 4096) as u8) } else { seed };
+            let want = if zeroed {
+                seed.wrapping_add((off / 4096) as u8)
+            } else {
+                seed
+            };
             assert_eq!(v[off], want, "big buffer corrupted");
             s += v[off] as u64;
         }
@@ -483,7 +523,14 @@ fn cpu_times_ms() -> (f64, f64) {
 }
 
 fn run_workload(scale: f64) -> RunResult {
-    let phases: [fn(f64) -> u64; 6] = [phase_index, phase_btree, phase_trees, phase_vecs, phase_threads, phase_big];
+    let phases: [fn(f64) -> u64; 6] = [
+        phase_index,
+        phase_btree,
+        phase_trees,
+        phase_vecs,
+        phase_threads,
+        phase_big,
+    ];
     let (u0, s0) = cpu_times_ms();
     let t0 = Instant::now();
     let mut phases_ms = [0.0; 6];
@@ -496,7 +543,14 @@ fn run_workload(scale: f64) -> RunResult {
     }
     let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
     let (u1, s1) = cpu_times_ms();
-    RunResult { wall_ms, cpu_ms: (u1 - u0) + (s1 - s0), user_ms: u1 - u0, sys_ms: s1 - s0, phases_ms, checksum }
+    RunResult {
+        wall_ms,
+        cpu_ms: (u1 - u0) + (s1 - s0),
+        user_ms: u1 - u0,
+        sys_ms: s1 - s0,
+        phases_ms,
+        checksum,
+    }
 }
 
 /// A `VmXXX:` field of /proc/self/status, in KiB.
@@ -518,7 +572,11 @@ fn child_main(opts: &Opts) {
     let r = run_workload(opts.scale);
     let hwm = proc_status_kb("VmHWM:");
     let rss = proc_status_kb("VmRSS:");
-    let phases: Vec<String> = PHASES.iter().zip(r.phases_ms).map(|(n, ms)| format!("{n}:{ms:.1}")).collect();
+    let phases: Vec<String> = PHASES
+        .iter()
+        .zip(r.phases_ms)
+        .map(|(n, ms)| format!("{n}:{ms:.1}"))
+        .collect();
     println!(
         "TOUR_RESULT alloc={} wall_ms={:.1} cpu_ms={:.1} user_ms={:.1} sys_ms={:.1} hwm_kb={} rss_end_kb={} checksum={:016x} phases={}",
         NAMES[which() as usize - 1],
@@ -570,7 +628,12 @@ fn parse_result(line: &str) -> Option<ChildResult> {
 }
 
 /// Run one child with `TOUR_ALLOCATOR=name`; kill it after `timeout`.
-fn run_child(exe: &std::path::Path, name: &str, opts: &Opts, timeout: Duration) -> Result<ChildResult, String> {
+fn run_child(
+    exe: &std::path::Path,
+    name: &str,
+    opts: &Opts,
+    timeout: Duration,
+) -> Result<ChildResult, String> {
     let mut child = Command::new(exe)
         .args(["--scale", &opts.scale.to_string()])
         .env("TOUR_ALLOCATOR", name)
@@ -606,9 +669,22 @@ fn run_child(exe: &std::path::Path, name: &str, opts: &Opts, timeout: Duration) 
     };
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
-    let tail = |s: &str| s.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n      ");
+    let tail = |s: &str| {
+        s.lines()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n      ")
+    };
     match status {
-        None => Err(format!("timed out after {:?}; stderr: {}", timeout, tail(&stderr))),
+        None => Err(format!(
+            "timed out after {:?}; stderr: {}",
+            timeout,
+            tail(&stderr)
+        )),
         Some(st) if !st.success() => Err(format!("{st}; stderr:\n      {}", tail(&stderr))),
         Some(_) => stdout
             .lines()
@@ -629,14 +705,24 @@ struct Opts {
 }
 
 fn parse_opts() -> Opts {
-    let mut o = Opts { rounds: 3, scale: 1.0, allocators: NAMES.iter().map(|s| s.to_string()).collect(), compare: true };
+    let mut o = Opts {
+        rounds: 3,
+        scale: 1.0,
+        allocators: NAMES.iter().map(|s| s.to_string()).collect(),
+        compare: true,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut val = |what: &str| args.next().unwrap_or_else(|| panic!("{what} needs a value"));
+        let mut val = |what: &str| {
+            args.next()
+                .unwrap_or_else(|| panic!("{what} needs a value"))
+        };
         match a.as_str() {
             "--rounds" => o.rounds = val("--rounds").parse().expect("--rounds N"),
             "--scale" => o.scale = val("--scale").parse().expect("--scale X"),
-            "--allocators" => o.allocators = val("--allocators").split(',').map(str::to_owned).collect(),
+            "--allocators" => {
+                o.allocators = val("--allocators").split(',').map(str::to_owned).collect()
+            }
             "--no-compare" => o.compare = false,
             "-h" | "--help" => {
                 println!("usage: tour [--rounds N (3)] [--scale X (1.0)] [--allocators gomalloc,system,mimalloc,jemalloc] [--no-compare]\n       TOUR_ALLOCATOR=<name> tour  -> one measured run, one TOUR_RESULT line");
@@ -667,7 +753,9 @@ fn machine_line() -> String {
         .and_then(|l| l.split_once(':'))
         .map(|(_, m)| m.trim().to_string())
         .unwrap_or_else(|| "unknown cpu".into());
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_gib = meminfo
@@ -684,22 +772,41 @@ fn machine_line() -> String {
 }
 
 fn print_phases(ms: &[f64; 6]) -> String {
-    PHASES.iter().zip(ms).map(|(n, t)| format!("{n} {t:.0}")).collect::<Vec<_>>().join(", ")
+    PHASES
+        .iter()
+        .zip(ms)
+        .map(|(n, t)| format!("{n} {t:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check_invariants(s: &gomalloc::MemStats) -> Vec<String> {
     let mut bad = Vec::new();
     if s.heap_inuse + s.heap_idle != s.heap_sys {
-        bad.push(format!("heap_inuse + heap_idle ({}) != heap_sys ({})", s.heap_inuse + s.heap_idle, s.heap_sys));
+        bad.push(format!(
+            "heap_inuse + heap_idle ({}) != heap_sys ({})",
+            s.heap_inuse + s.heap_idle,
+            s.heap_sys
+        ));
     }
     if s.heap_released > s.heap_idle {
-        bad.push(format!("heap_released ({}) > heap_idle ({})", s.heap_released, s.heap_idle));
+        bad.push(format!(
+            "heap_released ({}) > heap_idle ({})",
+            s.heap_released, s.heap_idle
+        ));
     }
     if s.alloc != s.heap_alloc {
-        bad.push(format!("alloc ({}) != heap_alloc ({})", s.alloc, s.heap_alloc));
+        bad.push(format!(
+            "alloc ({}) != heap_alloc ({})",
+            s.alloc, s.heap_alloc
+        ));
     }
     if s.heap_objects != s.mallocs.wrapping_sub(s.frees) {
-        bad.push(format!("heap_objects ({}) != mallocs - frees ({})", s.heap_objects, s.mallocs.wrapping_sub(s.frees)));
+        bad.push(format!(
+            "heap_objects ({}) != mallocs - frees ({})",
+            s.heap_objects,
+            s.mallocs.wrapping_sub(s.frees)
+        ));
     }
     if s.sys < s.heap_sys {
         bad.push(format!("sys ({}) < heap_sys ({})", s.sys, s.heap_sys));
@@ -717,9 +824,12 @@ fn parent_main(opts: &Opts) {
     println!("command : {}", cmd.join(" "));
     println!("machine : {}", machine_line());
     println!(
-        "build   : {}{}; workload scale {}, {} round(s)",
-        if cfg!(debug_assertions) { "DEBUG (numbers are meaningless; use --release)" } else { "release" },
-        "",
+        "build   : {}; workload scale {}, {} round(s)",
+        if cfg!(debug_assertions) {
+            "DEBUG (numbers are meaningless; use --release)"
+        } else {
+            "release"
+        },
         opts.scale,
         opts.rounds
     );
@@ -797,7 +907,10 @@ fn parent_main(opts: &Opts) {
                 Ok(c) => {
                     if c.checksum != parent_checksum {
                         checksums_ok = false;
-                        failures.push(format!("{}: checksum {} != {}", names[i], c.checksum, parent_checksum));
+                        failures.push(format!(
+                            "{}: checksum {} != {}",
+                            names[i], c.checksum, parent_checksum
+                        ));
                     }
                     write!(line, "  {} {:.0} ms", names[i], c.wall_ms).unwrap();
                     results[i].push(c);
@@ -807,12 +920,16 @@ fn parent_main(opts: &Opts) {
                     failures.push(format!("{} (round {}): {e}", names[i], round + 1));
                 }
             }
-            print!("\r{line}");
+            print!("{line}");
+            line.clear();
             let _ = std::io::stdout().flush();
         }
         println!();
     }
-    println!("(children took {:.1} s in all)", t_all.elapsed().as_secs_f64());
+    println!(
+        "(children took {:.1} s in all)",
+        t_all.elapsed().as_secs_f64()
+    );
     println!();
 
     let med = |i: usize, f: fn(&ChildResult) -> f64| -> Option<f64> {
@@ -825,11 +942,22 @@ fn parent_main(opts: &Opts) {
             _ => "-".into(),
         }
     };
-    let fmt = |v: Option<f64>, div: f64, prec: usize| v.map_or("n/a".to_string(), |x| format!("{:.*}", prec, x / div));
+    let fmt = |v: Option<f64>, div: f64, prec: usize| {
+        v.map_or("n/a".to_string(), |x| format!("{:.*}", prec, x / div))
+    };
     println!("median of {} run(s) per allocator; \"x go\" = allocator / gomalloc (below 1.00x: better than gomalloc)", opts.rounds);
     println!(
         "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "allocator", "wall ms", "cpu ms", "user ms", "sys ms", "peakRSS", "endRSS", "wall", "cpu", "peakRSS"
+        "allocator",
+        "wall ms",
+        "cpu ms",
+        "user ms",
+        "sys ms",
+        "peakRSS",
+        "endRSS",
+        "wall",
+        "cpu",
+        "peakRSS"
     );
     println!(
         "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
