@@ -17,7 +17,10 @@ impl Default for Line {
 
 impl Line {
     pub const fn new() -> Self {
-        Line { buf: [0; 256], len: 0 }
+        Line {
+            buf: [0; 256],
+            len: 0,
+        }
     }
 
     pub fn str(&mut self, s: &str) -> &mut Self {
@@ -86,7 +89,11 @@ impl Line {
         while off < self.len {
             // SAFETY: the pointer and length describe initialised bytes of our buffer.
             let n = unsafe {
-                libc::write(2, self.buf[off..].as_ptr() as *const libc::c_void, self.len - off)
+                libc::write(
+                    2,
+                    self.buf[off..].as_ptr() as *const libc::c_void,
+                    self.len - off,
+                )
             };
             if n <= 0 {
                 break;
@@ -117,7 +124,12 @@ mod tests {
     #[test]
     fn formats_numbers() {
         let mut l = Line::new();
-        l.str("x ").dec(0).str(" ").dec(1234567890123).str(" ").hex(0x7f00ab);
+        l.str("x ")
+            .dec(0)
+            .str(" ")
+            .dec(1234567890123)
+            .str(" ")
+            .hex(0x7f00ab);
         assert_eq!(l.as_bytes(), b"x 0 1234567890123 0x7f00ab");
     }
 }

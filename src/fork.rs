@@ -6,7 +6,7 @@
 //! allocator's lock order (registry, central classes ascending, heap, huge), so `prepare`
 //! cannot deadlock against a thread that is allocating.
 
-use crate::{huge, mcache, CENTRAL, HEAP};
+use crate::{huge, mcache, scavenger, CENTRAL, HEAP};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -52,4 +52,5 @@ extern "C" fn child() {
         }
         mcache::reset_registry_after_fork_child();
     }
+    scavenger::reset_after_fork_child();
 }

@@ -33,7 +33,12 @@ struct Table {
 // SAFETY: the table memory is owned by the table and only touched under its lock.
 unsafe impl Send for Table {}
 
-static TABLE: Mutex<Table> = Mutex::new(Table { slots: ptr::null_mut(), cap: 0, live: 0, used: 0 });
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    slots: ptr::null_mut(),
+    cap: 0,
+    live: 0,
+    used: 0,
+});
 
 /// Bytes mapped for live huge blocks, and for the table itself.
 pub static MAPPED: AtomicU64 = AtomicU64::new(0);
@@ -105,7 +110,12 @@ impl Table {
             return false;
         }
         let old = (self.slots, self.cap);
-        *self = Table { slots, cap: new_cap, live: 0, used: 0 };
+        *self = Table {
+            slots,
+            cap: new_cap,
+            live: 0,
+            used: 0,
+        };
         for i in 0..old.1 {
             // SAFETY: i < old cap.
             let e = unsafe { *old.0.add(i) };

@@ -23,8 +23,9 @@
 //! | sysAlloc    | `os`         | mmap / munmap / madvise / mremap |
 //! | MemStats    | [`stats`]    | Go's statistics |
 //!
-//! Huge requests (`HUGE_THRESHOLD` and up) are mapped on their own (`huge`); `fork` keeps the
-//! locks sane across `fork()`; `sync` is the one place locks and atomics come from.
+//! Huge requests (`HUGE_THRESHOLD` and up) are mapped on their own (`huge`); `scavenger` is the
+//! background thread that returns long-idle pages to the OS; `fork` keeps the locks sane across
+//! `fork()`; `sync` is the one place locks and atomics come from.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(clippy::missing_safety_doc)]
@@ -54,6 +55,8 @@ mod malloc;
 #[cfg(not(loom))]
 mod mcache;
 #[cfg(not(loom))]
+mod scavenger;
+#[cfg(not(loom))]
 pub mod stats;
 
 #[cfg(not(loom))]
@@ -71,7 +74,7 @@ mod api {
     pub use crate::stats::{BySize, MemStats};
 
     /// The page heap shared by every thread.
-    pub(crate) static HEAP: MHeap = MHeap::new();
+    pub(crate) static HEAP: MHeap = MHeap::new_global();
     /// One central list per size class.
     pub(crate) static CENTRAL: [MCentral; NUM_CLASSES] = [const { MCentral::new() }; NUM_CLASSES];
 

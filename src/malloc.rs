@@ -12,7 +12,7 @@
 
 use crate::size_class::{self, class_for_layout, PAGE_SHIFT, PAGE_SIZE};
 use crate::span::{self, Span};
-use crate::{diag, huge, mcache, os, pagemap, stats, HEAP};
+use crate::{diag, huge, mcache, os, pagemap, HEAP};
 use core::ptr;
 
 /// Requests of this many bytes or more get a mapping of their own.
@@ -75,7 +75,7 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
         // Fresh mappings are zero already.
         let (p, len) = huge::alloc(size, align);
         if !p.is_null() {
-            stats::large_alloc(len);
+            mcache::count_large(true, len);
         }
         return p;
     }
@@ -83,13 +83,20 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
         return ptr::null_mut();
     };
     let npages = bytes >> PAGE_SHIFT;
-    let s = if align <= PAGE_SIZE { HEAP.alloc(npages, 0) } else { HEAP.alloc_aligned(npages, align) };
+    let s = if align > PAGE_SIZE {
+        HEAP.alloc_aligned(npages, align)
+    } else {
+        match mcache::take_large(npages) {
+            s if s.is_null() => HEAP.alloc(npages, 0),
+            s => s,
+        }
+    };
     if s.is_null() {
         return ptr::null_mut();
     }
     // SAFETY: `s` is a live large span we own.
     unsafe {
-        stats::large_alloc((*s).bytes());
+        mcache::count_large(true, (*s).bytes());
         let p = (*s).start as *mut u8;
         if zero && !(*s).zeroed {
             ptr::write_bytes(p, 0, size);
@@ -114,16 +121,22 @@ unsafe fn dealloc_large(p: *mut u8, size: usize, align: usize) {
     if is_huge(size, align) {
         // SAFETY: forwarded precondition.
         match unsafe { huge::free(p) } {
-            Some(len) => stats::large_free(len),
-            None => diag::fatal("free of a pointer not allocated by gomalloc (huge)", p as usize, 0),
+            Some(len) => mcache::count_large(false, len),
+            None => diag::fatal(
+                "free of a pointer not allocated by gomalloc (huge)",
+                p as usize,
+                0,
+            ),
         }
         return;
     }
     let s = large_span(p, "free of a pointer not allocated by gomalloc (large)");
     // SAFETY: `s` is the live large span of `p`, which is dead (precondition).
     unsafe {
-        stats::large_free((*s).bytes());
-        HEAP.free(s);
+        mcache::count_large(false, (*s).bytes());
+        if !mcache::put_large(s) {
+            HEAP.free(s);
+        }
     }
 }
 
@@ -151,7 +164,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize, align: usize, new_size: usize) ->
         // the alignment survives any page-aligned address.
         let (q, old_len, new_len) = unsafe { huge::resize(p, new_size, align <= os::page_size()) };
         if !q.is_null() {
-            stats::large_resize(old_len, new_len);
+            mcache::count_large_resize(old_len, new_len);
             return q;
         }
         if align <= os::page_size() {
@@ -185,7 +198,7 @@ unsafe fn realloc_large_in_place(p: *mut u8, new_size: usize) -> Option<*mut u8>
         } else if !HEAP.grow_in_place(s, new_pages) {
             return None;
         }
-        stats::large_resize(old, (*s).bytes());
+        mcache::count_large_resize(old, (*s).bytes());
     }
     Some(p)
 }

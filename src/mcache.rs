@@ -23,11 +23,17 @@
 //! the freeing thread's list; batches of them travel through the central transfer cache to
 //! whichever thread next runs dry (see `mcentral`).
 //!
+//! Large spans: a few freed large spans (up to `LARGE_SPAN_MAX_PAGES` each, `LARGE_CACHE_BYTES`
+//! in all) are kept per thread and reused for a request of exactly their page count, so a
+//! program that cycles through same-sized buffers skips the heap lock. They stay in use as far
+//! as the page heap knows, and go back to it when the thread exits or the cache is flushed.
+//!
 //! Locks: none on the fast path. The registry lock is taken to register, retire and read
 //! counters, never while a central or heap lock is held.
 
 use crate::mcentral::Batch;
-use crate::size_class::{CLASS_BATCH, NUM_CLASSES};
+use crate::size_class::{CLASS_BATCH, NUM_CLASSES, PAGE_SHIFT};
+use crate::span::Span;
 use crate::sync::Mutex;
 use crate::{CENTRAL, HEAP};
 use core::cell::Cell;
@@ -67,8 +73,20 @@ fn bump(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
+/// Large spans kept per thread: at most this many, this big each, this much in all.
+const LARGE_SLOTS: usize = 8;
+const LARGE_SPAN_MAX_PAGES: usize = 128;
+const LARGE_CACHE_BYTES: usize = 2 << 20;
+
 pub struct MCache {
+    /// Index 0 is unused as a list; its counters count large objects.
     lists: [ClassCache; NUM_CLASSES],
+    /// Cached large spans with their page counts (0 = empty slot).
+    large: [Cell<(usize, *mut Span)>; LARGE_SLOTS],
+    large_bytes: Cell<usize>,
+    /// Bytes of large objects allocated / freed by this thread.
+    large_alloc_bytes: AtomicU64,
+    large_freed_bytes: AtomicU64,
     state: Cell<u8>,
     /// Registry links, only touched under the registry lock.
     next: Cell<*const MCache>,
@@ -84,6 +102,10 @@ impl MCache {
     const fn new() -> Self {
         MCache {
             lists: [const { ClassCache::new() }; NUM_CLASSES],
+            large: [const { Cell::new((0, ptr::null_mut())) }; LARGE_SLOTS],
+            large_bytes: Cell::new(0),
+            large_alloc_bytes: AtomicU64::new(0),
+            large_freed_bytes: AtomicU64::new(0),
             state: Cell::new(UNINIT),
             next: Cell::new(ptr::null()),
             prev: Cell::new(ptr::null()),
@@ -95,9 +117,12 @@ thread_local! {
     static CACHE: MCache = const { MCache::new() };
 }
 
-/// Counters of caches that have gone (and of DIRECT-mode operations), per class.
+/// Counters of caches that have gone (and of DIRECT-mode operations), per class; class 0 counts
+/// large objects.
 static RETIRED: [[AtomicU64; 2]; NUM_CLASSES] =
     [const { [AtomicU64::new(0), AtomicU64::new(0)] }; NUM_CLASSES];
+/// Bytes of large objects allocated / freed by gone caches and in DIRECT mode.
+static RETIRED_LARGE_BYTES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 struct Registry {
     head: *const MCache,
@@ -106,7 +131,10 @@ struct Registry {
 // SAFETY: the pointers name caches whose threads are alive; only used under the lock.
 unsafe impl Send for Registry {}
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { head: ptr::null(), count: 0 });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    head: ptr::null(),
+    count: 0,
+});
 
 /// Allocates one object of `class`. Null only if the OS refused memory.
 #[inline(always)]
@@ -220,8 +248,16 @@ impl MCache {
         Batch { head, tail, len: n }
     }
 
-    /// Returns every cached object to the central lists.
+    /// Returns every cached object to the central lists, and cached large spans to the heap.
     fn flush(&self) {
+        for slot in &self.large {
+            let (n, s) = slot.replace((0, ptr::null_mut()));
+            if n != 0 {
+                // SAFETY: a cached large span is in use, ours alone, and holds no live data.
+                unsafe { HEAP.free(s) };
+            }
+        }
+        self.large_bytes.set(0);
         for class in 1..NUM_CLASSES {
             let len = self.lists[class].len.get();
             if len > 0 {
@@ -302,7 +338,15 @@ unsafe fn unlink(r: &mut Registry, c: &MCache) {
         }
     }
     r.count -= 1;
-    for class in 1..NUM_CLASSES {
+    RETIRED_LARGE_BYTES[0].fetch_add(
+        c.large_alloc_bytes.swap(0, Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    RETIRED_LARGE_BYTES[1].fetch_add(
+        c.large_freed_bytes.swap(0, Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    for class in 0..NUM_CLASSES {
         let l = &c.lists[class];
         RETIRED[class][0].fetch_add(l.nmalloc.swap(0, Ordering::Relaxed), Ordering::Relaxed);
         RETIRED[class][1].fetch_add(l.nfree.swap(0, Ordering::Relaxed), Ordering::Relaxed);
@@ -330,6 +374,95 @@ unsafe fn direct_free(class: usize, p: *mut u8) {
     RETIRED[class][1].fetch_add(1, Ordering::Relaxed);
 }
 
+/// A cached large span of exactly `npages` pages, or null.
+#[inline]
+pub fn take_large(npages: usize) -> *mut Span {
+    CACHE.with(|c| {
+        for slot in &c.large {
+            let (n, s) = slot.get();
+            if n == npages {
+                slot.set((0, ptr::null_mut()));
+                c.large_bytes
+                    .set(c.large_bytes.get() - (npages << PAGE_SHIFT));
+                return s;
+            }
+        }
+        ptr::null_mut()
+    })
+}
+
+/// Offers a freed large span to this thread's cache; false if the cache does not keep it (the
+/// caller then frees it to the heap).
+///
+/// # Safety
+/// `s` is a live large span whose memory is dead.
+#[inline]
+pub unsafe fn put_large(s: *mut Span) -> bool {
+    // SAFETY: `s` is a live large span (precondition).
+    let npages = unsafe { (*s).npages };
+    let bytes = npages << PAGE_SHIFT;
+    CACHE.with(|c| {
+        if c.state.get() != ACTIVE
+            || npages > LARGE_SPAN_MAX_PAGES
+            || c.large_bytes.get() + bytes > LARGE_CACHE_BYTES
+        {
+            return false;
+        }
+        for slot in &c.large {
+            if slot.get().0 == 0 {
+                // SAFETY: the span is ours now; its memory is dirty.
+                unsafe { (*s).zeroed = false };
+                slot.set((npages, s));
+                c.large_bytes.set(c.large_bytes.get() + bytes);
+                return true;
+            }
+        }
+        false
+    })
+}
+
+/// Counts a large object of `bytes` allocated (`alloc`) or freed on this thread.
+#[inline]
+pub fn count_large(alloc: bool, bytes: usize) {
+    CACHE.with(|c| {
+        let (n, b) = if alloc {
+            (&c.lists[0].nmalloc, &c.large_alloc_bytes)
+        } else {
+            (&c.lists[0].nfree, &c.large_freed_bytes)
+        };
+        if c.state.get() == ACTIVE {
+            bump(n);
+            b.store(
+                b.load(Ordering::Relaxed).wrapping_add(bytes as u64),
+                Ordering::Relaxed,
+            );
+        } else {
+            let i = if alloc { 0 } else { 1 };
+            RETIRED[0][i].fetch_add(1, Ordering::Relaxed);
+            RETIRED_LARGE_BYTES[i].fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Records an in-place resize of a large object from `old` to `new` bytes.
+pub fn count_large_resize(old: usize, new: usize) {
+    CACHE.with(|c| {
+        let (b, d, i) = if new > old {
+            (&c.large_alloc_bytes, new - old, 0)
+        } else {
+            (&c.large_freed_bytes, old - new, 1)
+        };
+        if c.state.get() == ACTIVE {
+            b.store(
+                b.load(Ordering::Relaxed).wrapping_add(d as u64),
+                Ordering::Relaxed,
+            );
+        } else {
+            RETIRED_LARGE_BYTES[i].fetch_add(d as u64, Ordering::Relaxed);
+        }
+    })
+}
+
 /// Returns this thread's cached objects to the central lists (they stay cacheable).
 pub fn flush_current() {
     CACHE.with(|c| {
@@ -339,18 +472,23 @@ pub fn flush_current() {
     });
 }
 
-/// Adds every class's (mallocs, frees) over live and retired caches into `out`.
-pub fn sum_counters(out: &mut [[u64; 2]; NUM_CLASSES]) {
+/// Adds every class's (mallocs, frees) over live and retired caches into `out` (class 0:
+/// large objects), and the bytes of large objects (allocated, freed) into `large_bytes`.
+pub fn sum_counters(out: &mut [[u64; 2]; NUM_CLASSES], large_bytes: &mut [u64; 2]) {
     let r = REGISTRY.lock();
-    for class in 1..NUM_CLASSES {
+    for class in 0..NUM_CLASSES {
         out[class][0] += RETIRED[class][0].load(Ordering::Relaxed);
         out[class][1] += RETIRED[class][1].load(Ordering::Relaxed);
     }
+    large_bytes[0] += RETIRED_LARGE_BYTES[0].load(Ordering::Relaxed);
+    large_bytes[1] += RETIRED_LARGE_BYTES[1].load(Ordering::Relaxed);
     let mut c = r.head;
     while !c.is_null() {
         // SAFETY: registered caches are alive while we hold the lock; we read atomics only.
         unsafe {
-            for class in 1..NUM_CLASSES {
+            large_bytes[0] += (*c).large_alloc_bytes.load(Ordering::Relaxed);
+            large_bytes[1] += (*c).large_freed_bytes.load(Ordering::Relaxed);
+            for class in 0..NUM_CLASSES {
                 out[class][0] += (*c).lists[class].nmalloc.load(Ordering::Relaxed);
                 out[class][1] += (*c).lists[class].nfree.load(Ordering::Relaxed);
             }
@@ -376,11 +514,15 @@ fn exit_key() -> Option<libc::pthread_key_t> {
             2 => return Some(KEY.load(Ordering::Relaxed) as libc::pthread_key_t),
             3 => return None,
             0 => {
-                if KEY_STATE.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                if KEY_STATE
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
                     let mut key: libc::pthread_key_t = 0;
                     // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn
                     // that lives forever.
-                    let ok = unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0;
+                    let ok =
+                        unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0;
                     KEY.store(key as u32, Ordering::Relaxed);
                     KEY_STATE.store(if ok { 2 } else { 3 }, Ordering::Release);
                     crate::fork::install();

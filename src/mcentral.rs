@@ -45,7 +45,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub const EMPTY: Batch = Batch { head: ptr::null_mut(), tail: ptr::null_mut(), len: 0 };
+    pub const EMPTY: Batch = Batch {
+        head: ptr::null_mut(),
+        tail: ptr::null_mut(),
+        len: 0,
+    };
 
     /// Links `obj` at the front.
     ///
@@ -202,7 +206,8 @@ impl CentralInner {
                         (*s).freelist = (o as *mut *mut u8).read();
                         o
                     } else if (*s).bump < (*s).nelems {
-                        let o = ((*s).start + (*s).bump as usize * (*s).elem_size as usize) as *mut u8;
+                        let o =
+                            ((*s).start + (*s).bump as usize * (*s).elem_size as usize) as *mut u8;
                         (*s).bump += 1;
                         o
                     } else {

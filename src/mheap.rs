@@ -11,11 +11,16 @@
 //! spans are on one list searched best-fit. A request takes the smallest fitting span and
 //! splits off the rest. A freed span merges with free neighbours found through the page map.
 //!
-//! Scavenger policy (no thread of its own): whenever a span is freed, if the idle pages still
-//! backed by memory exceed `max(4 MiB, heap_inuse / 8)` (Go keeps about 10% over its goal), the
-//! largest idle spans are released with `MADV_DONTNEED` until half that bound remains. So once a
-//! program frees everything, RSS drops at once to within a few MiB of where it started;
-//! [`MHeap::scavenge_all`] (behind `gomalloc::release_memory`) releases everything.
+//! Scavenger policy. The heap may keep `max(4 MiB, heap_inuse / 8)` of idle pages backed by
+//! memory (Go keeps about 10% over its goal). Above that, idle spans are released with
+//! `MADV_DONTNEED`, biggest first, once they have been idle for `SCAVENGE_DELAY_MS`: pages freed
+//! and soon reused (a program cycling through big buffers) are never released and faulted back
+//! in. Ageing needs a clock to look at them, so the global heap wakes a background thread
+//! (`scavenger`) that sleeps on a futex and only runs while there is something over the bound;
+//! a program that frees everything and goes idle is back within a few MiB of its starting RSS
+//! about half a second later. If that thread cannot start, or idle backed pages exceed
+//! `max(64 MiB, heap_inuse)`, the freeing thread releases at once instead.
+//! [`MHeap::scavenge_all`] (behind `gomalloc::release_memory`) releases everything now.
 //!
 //! Invariants (all under the one heap lock): `inuse + idle == sys`; a free span is on exactly
 //! one free list, which one decided by its page count and whether it is fully released; the
@@ -39,6 +44,10 @@ const MAX_BUCKET: usize = 128;
 const GROW_MIN_PAGES: usize = (4 << 20) / PAGE_SIZE;
 /// Idle-but-backed bytes the scavenger always lets the heap keep.
 pub const RETAIN_MIN: usize = 4 << 20;
+/// Idle-but-backed bytes beyond which the freeing thread releases at once.
+const RETAIN_HARD: usize = 64 << 20;
+/// How long a span must have been idle before the background scavenger releases it.
+pub const SCAVENGE_DELAY_MS: u64 = 500;
 
 /// A consistent snapshot of the heap's counters (bytes).
 #[derive(Clone, Copy, Debug, Default)]
@@ -71,11 +80,27 @@ struct HeapInner {
     inuse: usize,
     released_bytes: usize,
     meta_sys: usize,
+    /// Whether a background scavenger serves this heap (only the global one).
+    background: bool,
 }
 
 impl MHeap {
     const_fn! {
+        /// A heap whose freeing threads release excess idle pages themselves.
         pub fn new() -> MHeap {
+            MHeap::with_background(false)
+        }
+    }
+
+    const_fn! {
+        /// The global heap, served by the background scavenger.
+        pub fn new_global() -> MHeap {
+            MHeap::with_background(true)
+        }
+    }
+
+    const_fn! {
+        fn with_background(background: bool) -> MHeap {
             MHeap {
                 inner: Mutex::new(HeapInner {
                     free: [const { SpanList::new() }; MAX_BUCKET + 1],
@@ -90,6 +115,7 @@ impl MHeap {
                     inuse: 0,
                     released_bytes: 0,
                     meta_sys: 0,
+                    background,
                 }),
             }
         }
@@ -151,9 +177,38 @@ impl MHeap {
             (*s).class = 0;
             (*s).zeroed = false;
             (*s).released = 0;
+            (*s).idle_since = os::now_ms();
             h.insert_coalesced(s);
         }
-        h.maybe_scavenge();
+        let wake = h.after_free();
+        drop(h);
+        self.wake_scavenger(wake);
+    }
+
+    /// Wakes the background scavenger, or releases at once if it cannot run.
+    fn wake_scavenger(&self, wake: bool) {
+        #[cfg(not(loom))]
+        if wake && !crate::scavenger::wake() {
+            let mut h = self.inner.lock();
+            h.background = false;
+            h.after_free();
+        }
+        #[cfg(loom)]
+        let _ = wake;
+    }
+
+    /// One pass of the background scavenger: releases spans idle since before `now_ms -
+    /// SCAVENGE_DELAY_MS` while backed idle pages exceed the bound. Returns whether pages are
+    /// still over the bound (so another pass is due).
+    pub fn scavenge_aged(&self, now_ms: u64) -> bool {
+        let mut h = self.inner.lock();
+        let limit = h.retain_limit();
+        let backed = h.backed_idle();
+        if backed <= limit {
+            return false;
+        }
+        h.scavenge(backed - limit / 2, now_ms.saturating_sub(SCAVENGE_DELAY_MS));
+        h.backed_idle() > limit
     }
 
     /// Grows the large span `s` in place to `npages` pages if the pages after it are free.
@@ -200,13 +255,15 @@ impl MHeap {
             (*s).npages = npages;
             h.free_part((*s).start + (npages << PAGE_SHIFT), tail);
         }
-        h.maybe_scavenge();
+        let wake = h.after_free();
+        drop(h);
+        self.wake_scavenger(wake);
     }
 
     /// Releases every idle page to the OS (Go's `debug.FreeOSMemory` for the page heap).
     pub fn scavenge_all(&self) {
         let mut h = self.inner.lock();
-        h.scavenge(usize::MAX);
+        h.scavenge(usize::MAX, u64::MAX);
     }
 
     pub fn stats(&self) -> HeapStats {
@@ -344,6 +401,7 @@ impl HeapInner {
         // SAFETY: `part` is a fresh descriptor for dead pages of ours.
         unsafe {
             self.inuse -= (*part).bytes();
+            (*part).idle_since = os::now_ms();
             self.insert_coalesced(part);
         }
     }
@@ -404,7 +462,9 @@ impl HeapInner {
             self.arena_cur = base;
             self.arena_end = base + size;
         }
-        let ask = need.max(GROW_MIN_PAGES << PAGE_SHIFT).min(self.arena_end - self.arena_cur);
+        let ask = need
+            .max(GROW_MIN_PAGES << PAGE_SHIFT)
+            .min(self.arena_end - self.arena_cur);
         let start = self.arena_cur;
         self.arena_cur += ask;
         self.add_fresh(start, start + ask)
@@ -469,6 +529,7 @@ impl HeapInner {
                     (*s).npages += (*prev).npages;
                     (*s).released += (*prev).released;
                     (*s).zeroed &= (*prev).zeroed;
+                    (*s).idle_since = (*s).idle_since.max((*prev).idle_since);
                     self.pool.free(prev);
                 }
             }
@@ -483,6 +544,7 @@ impl HeapInner {
                 (*s).npages += (*next).npages;
                 (*s).released += (*next).released;
                 (*s).zeroed &= (*next).zeroed;
+                (*s).idle_since = (*s).idle_since.max((*next).idle_since);
                 self.pool.free(next);
             }
             self.insert_free(s);
@@ -537,18 +599,35 @@ impl HeapInner {
         }
     }
 
-    /// Applies the scavenger policy described in the module docs.
-    fn maybe_scavenge(&mut self) {
-        let backed_idle = (self.sys - self.inuse).saturating_sub(self.released_bytes);
-        let limit = RETAIN_MIN.max(self.inuse / 8);
-        if backed_idle > limit {
-            self.scavenge(backed_idle - limit / 2);
-        }
+    /// Idle pages still backed by memory.
+    fn backed_idle(&self) -> usize {
+        (self.sys - self.inuse).saturating_sub(self.released_bytes)
     }
 
-    /// Releases idle spans to the OS, biggest first, until `want` bytes were released or no
-    /// unreleased idle span is left.
-    fn scavenge(&mut self, want: usize) {
+    /// Backed idle bytes the heap may keep.
+    fn retain_limit(&self) -> usize {
+        RETAIN_MIN.max(self.inuse / 8)
+    }
+
+    /// Applies the scavenger policy (module docs) after pages became idle: releases at once
+    /// when there is no background scavenger or the hard bound is passed; returns whether the
+    /// background scavenger should look later.
+    fn after_free(&mut self) -> bool {
+        let backed = self.backed_idle();
+        let limit = self.retain_limit();
+        if backed <= limit {
+            return false;
+        }
+        if !self.background || backed > RETAIN_HARD.max(self.inuse) {
+            self.scavenge(backed - limit / 2, u64::MAX);
+            return false;
+        }
+        true
+    }
+
+    /// Releases idle spans that became idle no later than `idle_before` to the OS, biggest
+    /// first, until `want` bytes were released or no such span is left.
+    fn scavenge(&mut self, want: usize, idle_before: u64) {
         let mut done = 0usize;
         // Each span is looked at most once: those the OS page size keeps us from releasing in
         // full go back on the unreleased lists, so bound the loop by the starting count.
@@ -558,7 +637,7 @@ impl HeapInner {
         }
         while done < want && budget > 0 {
             budget -= 1;
-            let s = self.biggest_unreleased();
+            let s = self.biggest_unreleased(idle_before);
             if s.is_null() {
                 break;
             }
@@ -579,14 +658,18 @@ impl HeapInner {
         }
     }
 
-    fn biggest_unreleased(&self) -> *mut Span {
+    /// The biggest idle span not yet fully released that became idle by `idle_before`.
+    fn biggest_unreleased(&self, idle_before: u64) -> *mut Span {
+        let eligible = |s: *mut Span| {
+            // SAFETY: spans on our lists are valid.
+            unsafe { (*s).released < (*s).bytes() && (*s).idle_since <= idle_before }
+        };
         let mut best: *mut Span = ptr::null_mut();
         let mut s = self.large.head;
         while !s.is_null() {
             // SAFETY: spans on our lists are valid.
             unsafe {
-                if (*s).released < (*s).bytes() && (best.is_null() || (*s).npages > (*best).npages)
-                {
+                if eligible(s) && (best.is_null() || (*s).npages > (*best).npages) {
                     best = s;
                 }
                 s = (*s).next;
@@ -595,9 +678,18 @@ impl HeapInner {
         if !best.is_null() {
             return best;
         }
-        if self.free_mask != 0 {
-            let n = 128 - self.free_mask.leading_zeros() as usize;
-            return self.free[n].head;
+        let mut mask = self.free_mask;
+        while mask != 0 {
+            let n = 128 - mask.leading_zeros() as usize;
+            let mut s = self.free[n].head;
+            while !s.is_null() {
+                if eligible(s) {
+                    return s;
+                }
+                // SAFETY: spans on our lists are valid.
+                s = unsafe { (*s).next };
+            }
+            mask &= !(1u128 << (n - 1));
         }
         ptr::null_mut()
     }
@@ -636,7 +728,11 @@ mod tests {
         assert!(!a.is_null() && !b.is_null() && !c.is_null());
         // SAFETY: the spans are live and ours.
         unsafe {
-            assert_eq!((*a).start + 3 * PAGE_SIZE, (*b).start, "first fit from one chunk");
+            assert_eq!(
+                (*a).start + 3 * PAGE_SIZE,
+                (*b).start,
+                "first fit from one chunk"
+            );
             assert_eq!(pagemap::span_of((*b).start + 5 * PAGE_SIZE - 1), b);
             let st = h.stats();
             assert_eq!(st.inuse, 9 * PAGE_SIZE);

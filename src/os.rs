@@ -30,9 +30,24 @@ pub fn page_size() -> usize {
 fn page_size_slow() -> usize {
     // SAFETY: sysconf has no preconditions.
     let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let p = if raw > 0 && (raw as usize).is_power_of_two() { raw as usize } else { 4096 };
+    let p = if raw > 0 && (raw as usize).is_power_of_two() {
+        raw as usize
+    } else {
+        4096
+    };
     PAGE_SIZE.store(p, Ordering::Relaxed);
     p
+}
+
+/// A coarse monotonic clock in milliseconds (vDSO, no system call on Linux).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// Rounds `n` up to a multiple of the power of two `align`; `None` on overflow.

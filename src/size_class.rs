@@ -39,7 +39,11 @@ struct Table {
 
 /// Go's `makeClasses`, in const context (with 16-byte alignment from 16 bytes up).
 const fn generate() -> Table {
-    let mut t = Table { size: [0; MAX_CLASSES], pages: [0; MAX_CLASSES], n: 1 };
+    let mut t = Table {
+        size: [0; MAX_CLASSES],
+        pages: [0; MAX_CLASSES],
+        n: 1,
+    };
     let mut align = 8;
     let mut size = align;
     while size <= MAX_SMALL_SIZE {
@@ -228,7 +232,10 @@ mod tests {
 
     #[test]
     fn about_68_classes_up_to_32k() {
-        assert!((60..=70).contains(&NUM_CLASSES), "NUM_CLASSES = {NUM_CLASSES}");
+        assert!(
+            (60..=70).contains(&NUM_CLASSES),
+            "NUM_CLASSES = {NUM_CLASSES}"
+        );
         assert_eq!(class_size(1), 8);
         assert_eq!(class_size(NUM_CLASSES - 1), MAX_SMALL_SIZE);
     }
@@ -237,7 +244,12 @@ mod tests {
     fn sizes_monotonic_and_aligned() {
         for c in 2..NUM_CLASSES {
             assert!(class_size(c) > class_size(c - 1), "class {c} not larger");
-            assert_eq!(class_size(c) % 16, 0, "class {c} size {} not 16-aligned", class_size(c));
+            assert_eq!(
+                class_size(c) % 16,
+                0,
+                "class {c} size {} not 16-aligned",
+                class_size(c)
+            );
         }
     }
 
@@ -256,7 +268,10 @@ mod tests {
         for size in 1..=MAX_SMALL_SIZE {
             let c = size_to_class(size);
             assert!(c > 0 && class_size(c) >= size, "size {size} -> class {c}");
-            assert!(c == 1 || class_size(c - 1) < size, "size {size} -> class {c} not smallest");
+            assert!(
+                c == 1 || class_size(c - 1) < size,
+                "size {size} -> class {c} not smallest"
+            );
         }
         assert_eq!(size_to_class(MAX_SMALL_SIZE + 1), 0);
     }
@@ -291,7 +306,11 @@ mod tests {
             let smallest_request = class_size(c - 1) + 1;
             let waste = (class_size(c) - smallest_request) as f64 / class_size(c) as f64;
             worst = worst.max(waste);
-            println!("class {c:2} {:6} B: max internal waste {:5.2}%", class_size(c), waste * 100.0);
+            println!(
+                "class {c:2} {:6} B: max internal waste {:5.2}%",
+                class_size(c),
+                waste * 100.0
+            );
         }
         println!("worst internal waste {:.2}%", worst * 100.0);
         // Go's table stays under about 12.5% apart from the first few tiny classes.

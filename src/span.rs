@@ -49,6 +49,8 @@ pub struct Span {
     pub freelist: *mut u8,
     /// `FREE`: bytes of this span returned to the OS (all of it when on a released list).
     pub released: usize,
+    /// `FREE`: when the newest part of the span became idle (`os::now_ms`).
+    pub idle_since: u64,
 }
 
 impl Span {
@@ -81,6 +83,7 @@ impl Span {
             bump: 0,
             freelist: ptr::null_mut(),
             released: 0,
+            idle_since: 0,
         };
     }
 }
@@ -96,7 +99,10 @@ unsafe impl Send for SpanList {}
 
 impl SpanList {
     pub const fn new() -> Self {
-        SpanList { head: ptr::null_mut(), len: 0 }
+        SpanList {
+            head: ptr::null_mut(),
+            len: 0,
+        }
     }
 
     #[inline]
@@ -167,7 +173,13 @@ const SPAN_CHUNK: usize = 64 * 1024;
 
 impl SpanPool {
     pub const fn new() -> Self {
-        SpanPool { free: ptr::null_mut(), chunk_cur: 0, chunk_end: 0, sys: 0, inuse: 0 }
+        SpanPool {
+            free: ptr::null_mut(),
+            chunk_cur: 0,
+            chunk_end: 0,
+            sys: 0,
+            inuse: 0,
+        }
     }
 
     /// A descriptor initialised for `[start, start + npages pages)`; null if the OS refuses.

@@ -1,9 +1,9 @@
 //! Statistics: Go's `runtime.MemStats`, for gomalloc's heap.
 //!
-//! Owns: the counters of large and huge objects (updated on their slow paths with atomic
-//! adds) and the merge that builds a [`MemStats`]. Small-object counts live in each thread's
-//! cache (`mcache`: one relaxed load and store per operation, no read-modify-write) and in the
-//! retired totals of exited threads; `read` adds them up under the registry lock. The heap's
+//! Owns: the merge that builds a [`MemStats`]. Object counts (small per class, large and huge
+//! together as class 0) and large-object bytes live in each thread's cache (`mcache`: one
+//! relaxed load and store per operation, no read-modify-write) and in the retired totals of
+//! exited threads; `read` adds them up under the registry lock. The heap's
 //! counters are read in one snapshot under the heap lock, so `heap_inuse + heap_idle ==
 //! heap_sys` holds exactly; counts taken while other threads allocate are each a moment's
 //! value, as Go's are between stop-the-worlds.
@@ -11,37 +11,7 @@
 use crate::size_class::{self, NUM_CLASSES};
 use crate::{huge, mcache, HEAP};
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
-
-/// Large (page heap) and huge (own mapping) objects: count and bytes, allocated and freed.
-pub static LARGE_MALLOCS: AtomicU64 = AtomicU64::new(0);
-pub static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
-pub static LARGE_ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-pub static LARGE_FREED_BYTES: AtomicU64 = AtomicU64::new(0);
-
-/// Records the allocation of a large or huge object of `bytes`.
-#[inline]
-pub fn large_alloc(bytes: usize) {
-    LARGE_MALLOCS.fetch_add(1, Ordering::Relaxed);
-    LARGE_ALLOC_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
-}
-
-/// Records the free of a large or huge object of `bytes`.
-#[inline]
-pub fn large_free(bytes: usize) {
-    LARGE_FREES.fetch_add(1, Ordering::Relaxed);
-    LARGE_FREED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
-}
-
-/// Records an in-place resize of a large or huge object.
-#[inline]
-pub fn large_resize(old: usize, new: usize) {
-    if new > old {
-        LARGE_ALLOC_BYTES.fetch_add((new - old) as u64, Ordering::Relaxed);
-    } else {
-        LARGE_FREED_BYTES.fetch_add((old - new) as u64, Ordering::Relaxed);
-    }
-}
+use core::sync::atomic::Ordering;
 
 /// Allocations and frees of one size class (Go's `MemStats.BySize` entry).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -89,22 +59,25 @@ pub struct MemStats {
 /// Reads the statistics now (Go's `runtime.ReadMemStats`, without stopping anything).
 pub fn read() -> MemStats {
     let mut counts = [[0u64; 2]; NUM_CLASSES];
-    mcache::sum_counters(&mut counts);
+    let mut large_bytes = [0u64; 2];
+    mcache::sum_counters(&mut counts, &mut large_bytes);
     let mut by_size = [BySize::default(); NUM_CLASSES];
     let (mut mallocs, mut frees, mut total_alloc, mut small_live) = (0u64, 0u64, 0u64, 0u64);
     for c in 1..NUM_CLASSES {
         let size = size_class::class_size(c) as u64;
         let [m, f] = counts[c];
-        by_size[c] = BySize { size: size as u32, mallocs: m, frees: f };
+        by_size[c] = BySize {
+            size: size as u32,
+            mallocs: m,
+            frees: f,
+        };
         mallocs += m;
         frees += f;
         total_alloc += m * size;
         small_live += m.saturating_sub(f) * size;
     }
-    let lm = LARGE_MALLOCS.load(Ordering::Relaxed);
-    let lf = LARGE_FREES.load(Ordering::Relaxed);
-    let la = LARGE_ALLOC_BYTES.load(Ordering::Relaxed);
-    let lfb = LARGE_FREED_BYTES.load(Ordering::Relaxed);
+    let [lm, lf] = counts[0];
+    let [la, lfb] = large_bytes;
     let heap = HEAP.stats();
     let huge_mapped = huge::MAPPED.load(Ordering::Relaxed);
     let heap_alloc = small_live + la.saturating_sub(lfb);
@@ -140,15 +113,45 @@ impl fmt::Display for MemStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "# gomalloc MemStats")?;
         writeln!(f, "# Alloc = {} ({:.1} MiB)", self.alloc, mib(self.alloc))?;
-        writeln!(f, "# TotalAlloc = {} ({:.1} MiB)", self.total_alloc, mib(self.total_alloc))?;
+        writeln!(
+            f,
+            "# TotalAlloc = {} ({:.1} MiB)",
+            self.total_alloc,
+            mib(self.total_alloc)
+        )?;
         writeln!(f, "# Sys = {} ({:.1} MiB)", self.sys, mib(self.sys))?;
         writeln!(f, "# Mallocs = {}", self.mallocs)?;
         writeln!(f, "# Frees = {}", self.frees)?;
-        writeln!(f, "# HeapAlloc = {} ({:.1} MiB)", self.heap_alloc, mib(self.heap_alloc))?;
-        writeln!(f, "# HeapSys = {} ({:.1} MiB)", self.heap_sys, mib(self.heap_sys))?;
-        writeln!(f, "# HeapIdle = {} ({:.1} MiB)", self.heap_idle, mib(self.heap_idle))?;
-        writeln!(f, "# HeapInuse = {} ({:.1} MiB)", self.heap_inuse, mib(self.heap_inuse))?;
-        writeln!(f, "# HeapReleased = {} ({:.1} MiB)", self.heap_released, mib(self.heap_released))?;
+        writeln!(
+            f,
+            "# HeapAlloc = {} ({:.1} MiB)",
+            self.heap_alloc,
+            mib(self.heap_alloc)
+        )?;
+        writeln!(
+            f,
+            "# HeapSys = {} ({:.1} MiB)",
+            self.heap_sys,
+            mib(self.heap_sys)
+        )?;
+        writeln!(
+            f,
+            "# HeapIdle = {} ({:.1} MiB)",
+            self.heap_idle,
+            mib(self.heap_idle)
+        )?;
+        writeln!(
+            f,
+            "# HeapInuse = {} ({:.1} MiB)",
+            self.heap_inuse,
+            mib(self.heap_inuse)
+        )?;
+        writeln!(
+            f,
+            "# HeapReleased = {} ({:.1} MiB)",
+            self.heap_released,
+            mib(self.heap_released)
+        )?;
         writeln!(f, "# HeapObjects = {}", self.heap_objects)?;
         writeln!(f, "# MSpanInuse = {}", self.mspan_inuse)?;
         writeln!(f, "# MSpanSys = {}", self.mspan_sys)?;

@@ -23,11 +23,11 @@ pub(crate) use loom::sync::atomic::AtomicU32;
 
 /// Declares a constructor that is `const fn` in normal builds and a plain `fn` under loom.
 macro_rules! const_fn {
-    ($(#[$m:meta])* $vis:vis fn $name:ident() -> $ret:ty $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
         #[cfg(not(loom))]
-        $(#[$m])* $vis const fn $name() -> $ret $body
+        $(#[$m])* $vis const fn $name($($arg: $ty),*) -> $ret $body
         #[cfg(loom)]
-        $(#[$m])* $vis fn $name() -> $ret $body
+        $(#[$m])* $vis fn $name($($arg: $ty),*) -> $ret $body
     };
 }
 pub(crate) use const_fn;
@@ -58,11 +58,17 @@ unsafe impl<T: Send> Send for Mutex<T> {}
 impl<T> Mutex<T> {
     #[cfg(not(loom))]
     pub const fn new(value: T) -> Self {
-        Mutex { state: AtomicU32::new(UNLOCKED), data: UnsafeCell::new(value) }
+        Mutex {
+            state: AtomicU32::new(UNLOCKED),
+            data: UnsafeCell::new(value),
+        }
     }
     #[cfg(loom)]
     pub fn new(value: T) -> Self {
-        Mutex { state: AtomicU32::new(UNLOCKED), data: loom::cell::UnsafeCell::new(value) }
+        Mutex {
+            state: AtomicU32::new(UNLOCKED),
+            data: loom::cell::UnsafeCell::new(value),
+        }
     }
 
     /// Takes the lock, returning a guard that releases it when dropped.
@@ -209,7 +215,12 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
 fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE only uses the address as a key.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
     }
 }
 

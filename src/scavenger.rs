@@ -1,0 +1,126 @@
+//! The background scavenger (Go's `bgscavenge`): a thread that returns pages that have stayed
+//! idle for a while to the OS, so that freeing memory and reusing it soon costs no page faults,
+//! and freeing it for good gives it back within about half a second without any further call
+//! into the allocator.
+//!
+//! Owns: the thread (started on first need with `pthread_create`, never through std, so it
+//! allocates nothing through the global allocator), its futex wake word, and its state.
+//!
+//! How it runs: the page heap calls [`wake`] after a free leaves more idle backed pages than it
+//! may keep. The thread sleeps on the futex until then, then every `TICK_MS` asks the heap to
+//! release spans idle for at least `SCAVENGE_DELAY_MS` (`MHeap::scavenge_aged`), and goes back to
+//! sleep once the heap is under its bound. A program that never frees much never starts it.
+//!
+//! Locks: none of its own. `wake` is called with no allocator lock held (the heap drops its lock
+//! first), because starting the thread may allocate (glibc's thread set-up) and the thread takes
+//! the heap lock.
+
+use crate::HEAP;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+const NOT_STARTED: u8 = 0;
+const STARTING: u8 = 1;
+const RUNNING: u8 = 2;
+const UNAVAILABLE: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(NOT_STARTED);
+/// 1 when there is work; the thread sleeps on it while 0.
+static WORK: AtomicU32 = AtomicU32::new(0);
+
+const TICK_MS: u64 = 250;
+
+/// Asks the scavenger to look at the heap. Returns false if no scavenger thread can run (the
+/// caller then releases pages itself).
+pub fn wake() -> bool {
+    match STATE.load(Ordering::Acquire) {
+        RUNNING | STARTING => {}
+        UNAVAILABLE => return false,
+        _ => {
+            if STATE
+                .compare_exchange(NOT_STARTED, STARTING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let ok = start();
+                STATE.store(if ok { RUNNING } else { UNAVAILABLE }, Ordering::Release);
+                if !ok {
+                    return false;
+                }
+            }
+        }
+    }
+    if WORK.swap(1, Ordering::AcqRel) == 0 {
+        // SAFETY: FUTEX_WAKE uses the address only as a key.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                WORK.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            );
+        }
+    }
+    true
+}
+
+fn start() -> bool {
+    // SAFETY: plain pthread calls on a zero-initialised attribute object we own; the entry
+    // point is an extern "C" fn that lives forever and takes no argument.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, 128 * 1024);
+        let mut tid: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut tid, &attr, run, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        rc == 0
+    }
+}
+
+extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: blocking every signal on this thread keeps the program's signals going to its
+    // own threads; naming the thread helps `top -H` readers. Both only touch this thread.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
+        libc::prctl(libc::PR_SET_NAME, c"gomalloc-scav".as_ptr());
+    }
+    loop {
+        while WORK.swap(0, Ordering::AcqRel) == 0 {
+            // SAFETY: FUTEX_WAIT reads the word, valid forever; spurious returns loop.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    WORK.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    0u32,
+                    core::ptr::null::<libc::timespec>(),
+                );
+            }
+        }
+        loop {
+            sleep_ms(TICK_MS);
+            if !HEAP.scavenge_aged(crate::os::now_ms()) {
+                break;
+            }
+        }
+    }
+}
+
+fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    };
+    // SAFETY: valid timespec; an early wake-up only shortens one tick.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
+/// In a `fork()` child the thread does not exist: let the next `wake` start a new one.
+pub fn reset_after_fork_child() {
+    STATE.store(NOT_STARTED, Ordering::Release);
+    WORK.store(0, Ordering::Release);
+}
