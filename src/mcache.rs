@@ -7,7 +7,9 @@
 //! Fast path and fallback in one sentence: `alloc` pops the class's list and `free` pushes onto
 //! it, with no lock and no atomic read-modify-write (the counters are relaxed load + store by
 //! their one writer); an empty list refills a whole batch from the central list, and a list
-//! over its bound (twice the batch) spills a batch back.
+//! over its bound spills a batch back. Bounds start at two batches; a list that keeps
+//! overflowing grows a batch at a time while the thread's `GROWTH_BUDGET` (1 MiB of objects)
+//! lasts, so a thread that frees many objects of one size and allocates them again keeps them.
 //!
 //! Thread life cycle. The cache is a const-initialised `thread_local!` without `Drop`, so
 //! touching it never allocates or registers a destructor, and it is usable before `main`, after
@@ -73,6 +75,9 @@ fn bump(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
+/// How far, in bytes of objects, one thread's list bounds may grow past `2 * batch` each.
+const GROWTH_BUDGET: usize = 1 << 20;
+
 /// Large spans kept per thread: at most this many, this big each, this much in all.
 const LARGE_SLOTS: usize = 8;
 const LARGE_SPAN_MAX_PAGES: usize = 128;
@@ -84,6 +89,8 @@ pub struct MCache {
     /// Cached large spans with their page counts (0 = empty slot).
     large: [Cell<(usize, *mut Span)>; LARGE_SLOTS],
     large_bytes: Cell<usize>,
+    /// Bytes by which list bounds have grown past their starting `2 * batch`.
+    grown: Cell<usize>,
     /// Bytes of large objects allocated / freed by this thread.
     large_alloc_bytes: AtomicU64,
     large_freed_bytes: AtomicU64,
@@ -104,6 +111,7 @@ impl MCache {
             lists: [const { ClassCache::new() }; NUM_CLASSES],
             large: [const { Cell::new((0, ptr::null_mut())) }; LARGE_SLOTS],
             large_bytes: Cell::new(0),
+            grown: Cell::new(0),
             large_alloc_bytes: AtomicU64::new(0),
             large_freed_bytes: AtomicU64::new(0),
             state: Cell::new(UNINIT),
@@ -220,6 +228,14 @@ impl MCache {
         l.len.set(l.len.get() + 1);
         bump(&l.nfree);
         if l.len.get() > l.max.get() {
+            // A list that keeps overflowing grows by a batch at a time (tcmalloc's slow start)
+            // while this thread's growth budget lasts; then it spills a batch.
+            let grow = CLASS_BATCH[class] as usize * crate::size_class::class_size(class);
+            if self.grown.get() + grow <= GROWTH_BUDGET {
+                self.grown.set(self.grown.get() + grow);
+                l.max.set(l.max.get() + CLASS_BATCH[class]);
+                return;
+            }
             let n = CLASS_BATCH[class].min(l.len.get());
             // SAFETY: the list holds at least `n` linked free objects of this class.
             let b = unsafe { self.take(class, n) };
@@ -293,10 +309,16 @@ impl MCache {
             self.unregister();
             return;
         }
+        self.reset_bounds();
+        self.state.set(ACTIVE);
+    }
+
+    /// Every list's bound back to two batches.
+    fn reset_bounds(&self) {
         for class in 1..NUM_CLASSES {
             self.lists[class].max.set(2 * CLASS_BATCH[class]);
         }
-        self.state.set(ACTIVE);
+        self.grown.set(0);
     }
 
     /// Thread exit: return everything, fold the counters into the retired totals, and serve
@@ -468,6 +490,7 @@ pub fn flush_current() {
     CACHE.with(|c| {
         if c.state.get() == ACTIVE {
             c.flush();
+            c.reset_bounds();
         }
     });
 }

@@ -34,7 +34,7 @@ use crossbeam_utils::CachePadded;
 /// Most batches a transfer cache holds.
 const TC_SLOTS: usize = 32;
 /// Bytes a class's transfer cache may hold.
-const TC_BYTES: usize = 512 * 1024;
+const TC_BYTES: usize = 128 * 1024;
 
 /// Free objects linked through their first word: `head` .. `tail`, `len` of them.
 #[derive(Clone, Copy, Debug)]

@@ -24,7 +24,11 @@ fn make_vec(n: u64, version: u64, len: usize) -> Vec<u64> {
 fn check_vec(ctx: &str, n: u64, version: u64, v: &[u64], len: usize) {
     assert_eq!(v.len(), len, "{ctx}: key {n}: length {} != {len}", v.len());
     for (i, &x) in v.iter().enumerate() {
-        assert_eq!(x, elem(n, version, i), "{ctx}: key {n} version {version}: element {i} corrupted");
+        assert_eq!(
+            x,
+            elem(n, version, i),
+            "{ctx}: key {n} version {version}: element {i} corrupted"
+        );
     }
 }
 
@@ -47,13 +51,20 @@ fn hashmap_churn(seed: u64, ops: usize) -> HashMap<String, Vec<u64>> {
         match rng.gen_range(0..100) {
             0..=44 => {
                 let version = rng.gen::<u32>() as u64;
-                let len = if rng.gen_ratio(1, 100) { rng.gen_range(1000..20_000) } else { rng.gen_range(0..64) };
+                let len = if rng.gen_ratio(1, 100) {
+                    rng.gen_range(1000..20_000)
+                } else {
+                    rng.gen_range(0..64)
+                };
                 let v = make_vec(n, version, len);
                 let old = map.insert(key, v);
                 match (old, model.insert(n, (version, len))) {
                     (Some(ov), Some((over, olen))) => check_vec(&ctx, n, over, &ov, olen),
                     (None, None) => {}
-                    (a, b) => panic!("{ctx}: map and model disagree on key {n}: {:?} vs {b:?}", a.map(|v| v.len())),
+                    (a, b) => panic!(
+                        "{ctx}: map and model disagree on key {n}: {:?} vs {b:?}",
+                        a.map(|v| v.len())
+                    ),
                 }
             }
             45..=69 => {
@@ -61,7 +72,10 @@ fn hashmap_churn(seed: u64, ops: usize) -> HashMap<String, Vec<u64>> {
                 match (old, model.remove(&n)) {
                     (Some(ov), Some((over, olen))) => check_vec(&ctx, n, over, &ov, olen),
                     (None, None) => {}
-                    (a, b) => panic!("{ctx}: remove disagrees on key {n}: {:?} vs {b:?}", a.map(|v| v.len())),
+                    (a, b) => panic!(
+                        "{ctx}: remove disagrees on key {n}: {:?} vs {b:?}",
+                        a.map(|v| v.len())
+                    ),
                 }
             }
             70..=89 => {
@@ -90,7 +104,9 @@ fn hashmap_churn(seed: u64, ops: usize) -> HashMap<String, Vec<u64>> {
             _ => {
                 // point lookup
                 if let Some((version, len)) = model.get(&n).copied() {
-                    let v = map.get(&key).unwrap_or_else(|| panic!("{ctx}: key {key} missing"));
+                    let v = map
+                        .get(&key)
+                        .unwrap_or_else(|| panic!("{ctx}: key {key} missing"));
                     check_vec(&ctx, n, version, v, len);
                 } else {
                     assert!(!map.contains_key(&key), "{ctx}: phantom key {key}");
@@ -101,10 +117,18 @@ fn hashmap_churn(seed: u64, ops: usize) -> HashMap<String, Vec<u64>> {
             // full verification pass
             {
                 let ctx = format!("seed {seed} op {op} (full pass)");
-                assert_eq!(map.len(), model.len(), "{ctx}: map has {} entries, model {}", map.len(), model.len());
+                assert_eq!(
+                    map.len(),
+                    model.len(),
+                    "{ctx}: map has {} entries, model {}",
+                    map.len(),
+                    model.len()
+                );
                 for (&n, &(version, len)) in &model {
                     let key = format!("k{n:08}-{}", "x".repeat((n % 13) as usize));
-                    let v = map.get(&key).unwrap_or_else(|| panic!("{ctx}: key {key} missing"));
+                    let v = map
+                        .get(&key)
+                        .unwrap_or_else(|| panic!("{ctx}: key {key} missing"));
                     check_vec(&ctx, n, version, v, len);
                 }
             }
@@ -147,9 +171,17 @@ fn btreemap_string_churn() {
             5..=7 => {
                 let a = map.remove(&n);
                 let b = versions.remove(&n);
-                assert_eq!(a.is_some(), b.is_some(), "seed {seed} op {op}: remove({n}) disagrees");
+                assert_eq!(
+                    a.is_some(),
+                    b.is_some(),
+                    "seed {seed} op {op}: remove({n}) disagrees"
+                );
                 if let (Some(s), Some((ver, len))) = (a, b) {
-                    assert_eq!(s, make_string(n, ver, len), "seed {seed} op {op}: value of {n} corrupted");
+                    assert_eq!(
+                        s,
+                        make_string(n, ver, len),
+                        "seed {seed} op {op}: value of {n} corrupted"
+                    );
                 }
             }
             8 => {
@@ -159,7 +191,11 @@ fn btreemap_string_churn() {
                     assert!(last.is_none_or(|l| l < k), "seed {seed}: range not sorted");
                     last = Some(k);
                     let (ver, len) = versions[&k];
-                    assert_eq!(*s, make_string(k, ver, len), "seed {seed} op {op}: value of {k} corrupted");
+                    assert_eq!(
+                        *s,
+                        make_string(k, ver, len),
+                        "seed {seed} op {op}: value of {k} corrupted"
+                    );
                 }
             }
             _ => {
@@ -177,7 +213,11 @@ fn btreemap_string_churn() {
     assert_eq!(map.len(), versions.len());
     for (&k, s) in &map {
         let (ver, len) = versions[&k];
-        assert_eq!(*s, make_string(k, ver, len), "seed {seed}: final value of {k} corrupted");
+        assert_eq!(
+            *s,
+            make_string(k, ver, len),
+            "seed {seed}: final value of {k} corrupted"
+        );
     }
 }
 
@@ -192,7 +232,10 @@ fn vec_string_vecdeque_growth() {
         for i in 0..n {
             v.push(i ^ round);
         }
-        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 ^ round), "round {round}: Vec<u32> corrupted");
+        assert!(
+            v.iter().enumerate().all(|(i, &x)| x == i as u32 ^ round),
+            "round {round}: Vec<u32> corrupted"
+        );
         v.truncate(10);
         v.shrink_to_fit();
         assert_eq!(v, (0..10).map(|i| i ^ round).collect::<Vec<_>>());
@@ -204,7 +247,11 @@ fn vec_string_vecdeque_growth() {
             s.push(',');
         }
         for (i, part) in s.split(',').filter(|p| !p.is_empty()).enumerate() {
-            assert_eq!(part.parse::<usize>().unwrap(), i, "round {round}: String corrupted");
+            assert_eq!(
+                part.parse::<usize>().unwrap(),
+                i,
+                "round {round}: String corrupted"
+            );
         }
 
         // VecDeque used as a queue of boxed byte slices of varying size.
@@ -213,13 +260,19 @@ fn vec_string_vecdeque_growth() {
         let mut tail = 0u64;
         for _ in 0..100_000 {
             if rng.gen_bool(0.55) {
-                let len = if rng.gen_ratio(1, 200) { rng.gen_range(4096..100_000) } else { rng.gen_range(0..300) };
+                let len = if rng.gen_ratio(1, 200) {
+                    rng.gen_range(4096..100_000)
+                } else {
+                    rng.gen_range(0..300)
+                };
                 let b: Box<[u8]> = (0..len).map(|i| (tail as usize * 31 + i) as u8).collect();
                 q.push_back(b);
                 tail += 1;
             } else if let Some(b) = q.pop_front() {
                 assert!(
-                    b.iter().enumerate().all(|(i, &x)| x == (head as usize * 31 + i) as u8),
+                    b.iter()
+                        .enumerate()
+                        .all(|(i, &x)| x == (head as usize * 31 + i) as u8),
                     "seed {seed} round {round}: VecDeque element {head} corrupted"
                 );
                 head += 1;
@@ -243,11 +296,17 @@ fn insert(root: &mut Option<Box<Node>>, key: u64) -> bool {
         if key == node.key {
             return false;
         }
-        cur = if key < node.key { &mut node.left } else { &mut node.right };
+        cur = if key < node.key {
+            &mut node.left
+        } else {
+            &mut node.right
+        };
     }
     *cur = Some(Box::new(Node {
         key,
-        payload: (0..(key % 40) as usize).map(|i| mix(key + i as u64)).collect(),
+        payload: (0..(key % 40) as usize)
+            .map(|i| mix(key + i as u64))
+            .collect(),
         left: None,
         right: None,
     }));
@@ -296,7 +355,12 @@ fn walk(node: &Option<Box<Node>>, out: &mut Vec<u64>) {
             cur = n.left.as_deref();
         }
         let n = stack.pop().unwrap();
-        assert_eq!(n.payload.len(), (n.key % 40) as usize, "node {} payload length corrupted", n.key);
+        assert_eq!(
+            n.payload.len(),
+            (n.key % 40) as usize,
+            "node {} payload length corrupted",
+            n.key
+        );
         for (i, &x) in n.payload.iter().enumerate() {
             assert_eq!(x, mix(n.key + i as u64), "node {} payload corrupted", n.key);
         }
@@ -325,14 +389,26 @@ fn box_trees() {
         for _ in 0..ops {
             let k = rng.gen_range(0..100_000u64);
             if rng.gen_bool(0.6) {
-                assert_eq!(insert(&mut root, k), model.insert(k), "seed {seed}: insert({k}) disagrees");
+                assert_eq!(
+                    insert(&mut root, k),
+                    model.insert(k),
+                    "seed {seed}: insert({k}) disagrees"
+                );
             } else {
-                assert_eq!(remove(&mut root, k), model.remove(&k), "seed {seed}: remove({k}) disagrees");
+                assert_eq!(
+                    remove(&mut root, k),
+                    model.remove(&k),
+                    "seed {seed}: remove({k}) disagrees"
+                );
             }
         }
         let mut keys = Vec::new();
         walk(&root, &mut keys);
-        assert_eq!(keys, model.iter().copied().collect::<Vec<_>>(), "seed {seed} round {round}: tree keys differ");
+        assert_eq!(
+            keys,
+            model.iter().copied().collect::<Vec<_>>(),
+            "seed {seed} round {round}: tree keys differ"
+        );
         drop_tree(root);
     }
 }
@@ -349,7 +425,10 @@ fn threads_churn_and_drop_each_others_collections() {
         .map(|t| std::thread::spawn(move || hashmap_churn(seed ^ mix(t), ops)))
         .collect::<Vec<_>>()
         .into_iter()
-        .map(|h| h.join().unwrap_or_else(|_| panic!("seed {seed}: churn thread panicked")))
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| panic!("seed {seed}: churn thread panicked"))
+        })
         .collect();
     let mut maps = maps;
     maps.shuffle(&mut StdRng::seed_from_u64(seed));
@@ -362,13 +441,15 @@ fn threads_churn_and_drop_each_others_collections() {
                     assert!(k.starts_with('k'), "key corrupted: {k:?}");
                     total += v.len();
                 }
-                let trees: Vec<Box<[u64]>> = m.into_values().map(|v| v.into_boxed_slice()).collect();
+                let trees: Vec<Box<[u64]>> =
+                    m.into_values().map(|v| v.into_boxed_slice()).collect();
                 drop(trees);
                 total
             })
         })
         .collect();
     for h in handles {
-        h.join().unwrap_or_else(|_| panic!("seed {seed}: drop thread panicked"));
+        h.join()
+            .unwrap_or_else(|_| panic!("seed {seed}: drop thread panicked"));
     }
 }

@@ -74,18 +74,19 @@ fn start_busy(threads: usize, seed: u64) -> Busy {
                     };
                     let b = alloc_blk(size, 8, 0);
                     if rng.gen_ratio(1, 10) {
-                        let old = slots[rng.gen_range(0..slots.len())].lock().unwrap().replace(b);
+                        let old = slots[rng.gen_range(0..slots.len())]
+                            .lock()
+                            .unwrap()
+                            .replace(b);
                         if let Some(o) = old {
                             free_blk(o, "busy slot");
                         }
                     } else {
                         live.push(b);
                     }
-                    if live.len() > 256 || rng.gen_bool(0.5) {
-                        if !live.is_empty() {
-                            let k = rng.gen_range(0..live.len());
-                            free_blk(live.swap_remove(k), "busy");
-                        }
+                    if !live.is_empty() && (live.len() > 256 || rng.gen_bool(0.5)) {
+                        let k = rng.gen_range(0..live.len());
+                        free_blk(live.swap_remove(k), "busy");
                     }
                     if rng.gen_ratio(1, 5000) {
                         gomalloc::flush_thread_cache();
@@ -113,7 +114,9 @@ impl Busy {
     fn wait_for_progress(&self) {
         let start = self.ops.load(Ordering::Relaxed);
         let t = std::time::Instant::now();
-        while self.ops.load(Ordering::Relaxed) < start + 1000 && t.elapsed() < Duration::from_secs(10) {
+        while self.ops.load(Ordering::Relaxed) < start + 1000
+            && t.elapsed() < Duration::from_secs(10)
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -130,7 +133,8 @@ fn child_work(seed: u64, depth: u32) -> i32 {
     let mut rng = StdRng::seed_from_u64(seed);
     // 1. raw GlobalAlloc: small, large, huge, aligned; coexisting; checked.
     let mut ptrs: Vec<(usize, std::alloc::Layout, u64)> = Vec::with_capacity(2048);
-    for i in 0..2000 {
+    let n = if RELEASE { 2000 } else { 400 };
+    for i in 0..n {
         let size = match i % 100 {
             0 => HUGE_THRESHOLD + rng.gen_range(0..PAGE_SIZE),
             1..=4 => rng.gen_range(MAX_SMALL_SIZE + 1..=200_000),
@@ -167,7 +171,10 @@ fn child_work(seed: u64, depth: u32) -> i32 {
     for i in (0..5000u64).step_by(2) {
         m.remove(&format!("key-{i}"));
     }
-    if m.len() != 2500 || m.iter().any(|(k, v)| v.iter().any(|x| format!("key-{x}") != *k)) {
+    if m.len() != 2500
+        || m.iter()
+            .any(|(k, v)| v.iter().any(|x| format!("key-{x}") != *k))
+    {
         return E_COLLECTIONS;
     }
     drop(m);
@@ -177,7 +184,9 @@ fn child_work(seed: u64, depth: u32) -> i32 {
         for i in 0..3000u64 {
             v.push(vec![i; (i % 50) as usize + 1].into_boxed_slice());
         }
-        v.iter().enumerate().all(|(i, b)| b.iter().all(|&x| x == i as u64))
+        v.iter()
+            .enumerate()
+            .all(|(i, b)| b.iter().all(|&x| x == i as u64))
     });
     match h.map(|h| h.join()) {
         Ok(Ok(true)) => {}
@@ -186,7 +195,10 @@ fn child_work(seed: u64, depth: u32) -> i32 {
     // 4. stats and release_memory take global locks.
     gomalloc::flush_thread_cache();
     let s = gomalloc::stats();
-    if s.heap_inuse + s.heap_idle != s.heap_sys || s.heap_released > s.heap_idle || s.sys < s.heap_sys {
+    if s.heap_inuse + s.heap_idle != s.heap_sys
+        || s.heap_released > s.heap_idle
+        || s.sys < s.heap_sys
+    {
         return E_STATS;
     }
     gomalloc::release_memory();
@@ -200,7 +212,8 @@ fn child_work(seed: u64, depth: u32) -> i32 {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             unsafe { libc::alarm(CHILD_ALARM_S) };
-            let code = std::panic::catch_unwind(|| child_work(seed ^ 0xC0FFEE, depth - 1)).unwrap_or(E_PANIC);
+            let code = std::panic::catch_unwind(|| child_work(seed ^ 0xC0FFEE, depth - 1))
+                .unwrap_or(E_PANIC);
             unsafe { libc::_exit(code) };
         }
         if pid < 0 {
@@ -229,14 +242,20 @@ fn fork_and_check(seed: u64, depth: u32, what: &str) {
         unsafe { libc::_exit(code) };
     }
     match wait_child(pid, PARENT_TIMEOUT) {
-        None => panic!("{what}: child {pid} hung for {PARENT_TIMEOUT:?} (deadlock after fork?) and was killed"),
+        None => panic!(
+            "{what}: child {pid} hung for {PARENT_TIMEOUT:?} (deadlock after fork?) and was killed"
+        ),
         Some(st) => {
             let ok = libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
             assert!(
                 ok,
                 "{what}: child {pid} {} ({})",
                 describe_status(st),
-                if libc::WIFEXITED(st) { code_meaning(libc::WEXITSTATUS(st)) } else { "crash/deadlock" }
+                if libc::WIFEXITED(st) {
+                    code_meaning(libc::WEXITSTATUS(st))
+                } else {
+                    "crash/deadlock"
+                }
             );
         }
     }
@@ -265,7 +284,11 @@ fn fork_from_secondary_thread_and_nested_fork() {
     std::thread::spawn(move || {
         for i in 0..forks {
             busy.wait_for_progress();
-            fork_and_check(seed ^ (1000 + i as u64), 1, &format!("seed {seed} nested fork #{i}"));
+            fork_and_check(
+                seed ^ (1000 + i as u64),
+                1,
+                &format!("seed {seed} nested fork #{i}"),
+            );
         }
         busy.stop();
     })
@@ -284,7 +307,11 @@ fn parent_heap_intact_across_forks() {
         .map(|_| alloc_blk(rng.gen_range(1..=100_000), 1 << rng.gen_range(0..=6u32), 0))
         .collect();
     for i in 0..5 {
-        fork_and_check(seed ^ (77 + i), 0, &format!("seed {seed} big-heap fork #{i}"));
+        fork_and_check(
+            seed ^ (77 + i),
+            0,
+            &format!("seed {seed} big-heap fork #{i}"),
+        );
         for b in &blocks {
             verify_blk(b, "parent block after fork");
         }

@@ -44,7 +44,10 @@ fn meaning(code: i32) -> &'static str {
 /// its bookkeeping on the stack / inside the blocks themselves).
 fn oom_child() -> i32 {
     let vm = vm_bytes();
-    let lim = libc::rlimit { rlim_cur: (vm + HEADROOM) as libc::rlim_t, rlim_max: (vm + HEADROOM) as libc::rlim_t };
+    let lim = libc::rlimit {
+        rlim_cur: (vm + HEADROOM) as libc::rlim_t,
+        rlim_max: (vm + HEADROOM) as libc::rlim_t,
+    };
     if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } != 0 {
         return 20;
     }
@@ -181,9 +184,14 @@ fn oom_child() -> i32 {
     }
     let ok = std::panic::catch_unwind(|| {
         let v: Vec<u64> = (0..10_000).collect();
-        let s: String = (0..1000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-        let m: std::collections::BTreeMap<u64, Box<u64>> = (0..1000).map(|i| (i, Box::new(i * 3))).collect();
-        v.iter().sum::<u64>() == 49_995_000 && s.len() == 1000 && m.iter().all(|(k, b)| **b == k * 3)
+        let s: String = (0..1000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let m: std::collections::BTreeMap<u64, Box<u64>> =
+            (0..1000).map(|i| (i, Box::new(i * 3))).collect();
+        v.iter().sum::<u64>() == 49_995_000
+            && s.len() == 1000
+            && m.iter().all(|(k, b)| **b == k * 3)
     });
     if !matches!(ok, Ok(true)) {
         return 31;
@@ -250,9 +258,15 @@ fn sizes_near_isize_max_return_null() {
             Err(_) => continue,
         };
         let p = unsafe { GoMalloc.alloc(l) };
-        assert!(p.is_null(), "alloc(size {size:#x}, align {align}) returned {p:p}, expected null");
+        assert!(
+            p.is_null(),
+            "alloc(size {size:#x}, align {align}) returned {p:p}, expected null"
+        );
         let p = unsafe { GoMalloc.alloc_zeroed(l) };
-        assert!(p.is_null(), "alloc_zeroed(size {size:#x}, align {align}) returned {p:p}, expected null");
+        assert!(
+            p.is_null(),
+            "alloc_zeroed(size {size:#x}, align {align}) returned {p:p}, expected null"
+        );
     }
     // realloc of live small/large/huge blocks to absurd sizes fails and keeps the block.
     for size in [24usize, 5000, MAX_SMALL_SIZE + 1, HUGE_THRESHOLD + 1] {
@@ -263,8 +277,14 @@ fn sizes_near_isize_max_return_null() {
                     continue;
                 }
                 let p = unsafe { GoMalloc.realloc(b.ptr, b.layout, new) };
-                assert!(p.is_null(), "realloc({size} -> {new:#x}, align {align}) returned {p:p}, expected null");
-                verify_blk(&b, &format!("block after failed realloc {size} -> {new:#x}"));
+                assert!(
+                    p.is_null(),
+                    "realloc({size} -> {new:#x}, align {align}) returned {p:p}, expected null"
+                );
+                verify_blk(
+                    &b,
+                    &format!("block after failed realloc {size} -> {new:#x}"),
+                );
             }
             free_blk(b, "after failed reallocs");
         }

@@ -33,15 +33,22 @@ impl Chain {
         assert!(!ptr.is_null(), "alloc({size}, {align}) returned null");
         assert_eq!(ptr as usize % align, 0);
         unsafe { fill(ptr, size, key) };
-        Chain { ptr, size, align, key, steps: 0 }
+        Chain {
+            ptr,
+            size,
+            align,
+            key,
+            steps: 0,
+        }
     }
 
     fn resize(&mut self, new_size: usize, ctx: &str) {
         let old = self.size;
         if let Some(off) = unsafe { check(self.ptr, old, self.key) } {
-            panic!("{ctx}: block corrupted before realloc {old}->{new_size}: {}", unsafe {
-                describe_corruption(self.ptr, off, self.key, old)
-            });
+            panic!(
+                "{ctx}: block corrupted before realloc {old}->{new_size}: {}",
+                unsafe { describe_corruption(self.ptr, off, self.key, old) }
+            );
         }
         let p = unsafe { GoMalloc.realloc(self.ptr, layout(old, self.align), new_size) };
         assert!(
@@ -56,7 +63,10 @@ impl Chain {
             self.align
         );
         let us = unsafe { gomalloc::usable_size(p) };
-        assert!(us >= new_size, "{ctx}: usable_size {us} < new size {new_size} after realloc");
+        assert!(
+            us >= new_size,
+            "{ctx}: usable_size {us} < new size {new_size} after realloc"
+        );
         let keep = old.min(new_size);
         if let Some(off) = unsafe { check_prefix(p, old, keep, self.key) } {
             panic!(
@@ -137,7 +147,12 @@ fn grow_then_shrink_through_every_boundary() {
 #[test]
 fn jumps_across_boundaries() {
     let small = [1usize, 24, 500, 4096, MAX_SMALL_SIZE];
-    let large = [MAX_SMALL_SIZE + 1, 3 * PAGE_SIZE + 17, 200_000, HUGE_THRESHOLD - 1];
+    let large = [
+        MAX_SMALL_SIZE + 1,
+        3 * PAGE_SIZE + 17,
+        200_000,
+        HUGE_THRESHOLD - 1,
+    ];
     let huge = [HUGE_THRESHOLD, HUGE_THRESHOLD + 1, 2 * HUGE_THRESHOLD + 7];
     for &align in &ALIGNS {
         for (i, &a) in small.iter().chain(&large).chain(&huge).enumerate() {
@@ -177,7 +192,11 @@ fn huge_grow_and_shrink_repeatedly() {
 /// Growing/shrinking within the usable size (likely in place) keeps contents.
 #[test]
 fn resize_within_usable_size() {
-    for size in (1..=MAX_SMALL_SIZE).step_by(97).chain([MAX_SMALL_SIZE + 1, 100_000, HUGE_THRESHOLD + 1]) {
+    for size in
+        (1..=MAX_SMALL_SIZE)
+            .step_by(97)
+            .chain([MAX_SMALL_SIZE + 1, 100_000, HUGE_THRESHOLD + 1])
+    {
         let mut ch = Chain::new(size, 8, size as u64);
         let us = unsafe { gomalloc::usable_size(ch.ptr) };
         let ctx = format!("within usable size={size} usable={us}");
@@ -196,7 +215,13 @@ fn random_walk_many_chains() {
     let mut rng = StdRng::seed_from_u64(seed);
     let steps = if RELEASE { 40_000 } else { 4_000 };
     let mut chains: Vec<Chain> = (0..64)
-        .map(|i| Chain::new(rng.gen_range(1..=1000), ALIGNS[rng.gen_range(0..ALIGNS.len())], mix(seed ^ i)))
+        .map(|i| {
+            Chain::new(
+                rng.gen_range(1..=1000),
+                ALIGNS[rng.gen_range(0..ALIGNS.len())],
+                mix(seed ^ i),
+            )
+        })
         .collect();
     for step in 0..steps {
         let i = rng.gen_range(0..chains.len());
@@ -211,7 +236,11 @@ fn random_walk_many_chains() {
         chains[i].resize(new, &format!("seed {seed} step {step} chain {i}"));
         if rng.gen_ratio(1, 50) {
             // Replace a chain so frees interleave with reallocs.
-            let nc = Chain::new(rng.gen_range(1..=5000), ALIGNS[rng.gen_range(0..ALIGNS.len())], mix(seed ^ step as u64));
+            let nc = Chain::new(
+                rng.gen_range(1..=5000),
+                ALIGNS[rng.gen_range(0..ALIGNS.len())],
+                mix(seed ^ step as u64),
+            );
             std::mem::replace(&mut chains[i], nc).free(&format!("seed {seed} step {step}"));
         }
     }
@@ -229,7 +258,13 @@ fn realloc_on_foreign_thread() {
     let chains: Vec<Chain> = std::thread::spawn(move || {
         let mut rng = StdRng::seed_from_u64(seed);
         (0..200)
-            .map(|i| Chain::new(rng.gen_range(1..=70_000), ALIGNS[i % ALIGNS.len()], mix(seed ^ i as u64)))
+            .map(|i| {
+                Chain::new(
+                    rng.gen_range(1..=70_000),
+                    ALIGNS[i % ALIGNS.len()],
+                    mix(seed ^ i as u64),
+                )
+            })
             .collect()
     })
     .join()

@@ -41,7 +41,11 @@ fn alloc_full(size: usize, align: usize) -> Full {
     // The slack is patterned sparsely when large; use an offset-based view.
     let slack_len = usable - size;
     unsafe { fill(b.ptr.add(size), slack_len, slack_key) };
-    Full { b, usable, slack_key }
+    Full {
+        b,
+        usable,
+        slack_key,
+    }
 }
 
 fn free_full(f: Full, ctx: &str) {
@@ -78,26 +82,53 @@ fn check_small_usable(size: usize, align: usize, usable: usize) {
 }
 
 #[test]
+#[allow(clippy::assertions_on_constants)]
 fn size_class_table_is_consistent() {
-    assert!(NUM_CLASSES >= 2 && NUM_CLASSES <= 256, "NUM_CLASSES = {NUM_CLASSES}");
+    assert!(
+        (2..=256).contains(&NUM_CLASSES),
+        "NUM_CLASSES = {NUM_CLASSES}"
+    );
     assert_eq!(PAGE_SIZE, 8192);
     assert_eq!(MAX_SMALL_SIZE, 32768);
-    assert!(HUGE_THRESHOLD > MAX_SMALL_SIZE, "HUGE_THRESHOLD {HUGE_THRESHOLD} <= MAX_SMALL_SIZE");
+    assert!(
+        HUGE_THRESHOLD > MAX_SMALL_SIZE,
+        "HUGE_THRESHOLD {HUGE_THRESHOLD} <= MAX_SMALL_SIZE"
+    );
     let mut prev = 0;
     for c in 1..NUM_CLASSES {
         let s = class_size(c);
-        assert!(s > prev, "class sizes not increasing at class {c}: {prev} then {s}");
+        assert!(
+            s > prev,
+            "class sizes not increasing at class {c}: {prev} then {s}"
+        );
         assert_eq!(s % 8, 0, "class {c} size {s} is not a multiple of 8");
         let pages = class_pages(c);
-        assert!(pages >= 1 && pages * PAGE_SIZE >= s, "class {c}: {pages} pages cannot hold {s} bytes");
+        assert!(
+            pages >= 1 && pages * PAGE_SIZE >= s,
+            "class {c}: {pages} pages cannot hold {s} bytes"
+        );
         prev = s;
     }
-    assert_eq!(class_size(NUM_CLASSES - 1), MAX_SMALL_SIZE, "largest class must be MAX_SMALL_SIZE");
+    assert_eq!(
+        class_size(NUM_CLASSES - 1),
+        MAX_SMALL_SIZE,
+        "largest class must be MAX_SMALL_SIZE"
+    );
     for s in 1..=MAX_SMALL_SIZE {
         let c = size_to_class(s);
-        assert!(c >= 1 && c < NUM_CLASSES, "size_to_class({s}) = {c} out of range");
-        assert!(class_size(c) >= s, "size_to_class({s}) = {c} whose size {} is too small", class_size(c));
-        assert!(c == 1 || class_size(c - 1) < s, "size_to_class({s}) = {c} is not the smallest fitting class");
+        assert!(
+            (1..NUM_CLASSES).contains(&c),
+            "size_to_class({s}) = {c} out of range"
+        );
+        assert!(
+            class_size(c) >= s,
+            "size_to_class({s}) = {c} whose size {} is too small",
+            class_size(c)
+        );
+        assert!(
+            c == 1 || class_size(c - 1) < s,
+            "size_to_class({s}) = {c} is not the smallest fitting class"
+        );
     }
 }
 
@@ -125,7 +156,11 @@ fn every_size_0_to_4096_all_live_at_once() {
             addrs.sort_unstable();
             let n = addrs.len();
             addrs.dedup();
-            assert_eq!(addrs.len(), n, "two live blocks share an address (round {round})");
+            assert_eq!(
+                addrs.len(),
+                n,
+                "two live blocks share an address (round {round})"
+            );
             blocks.shuffle(&mut rng);
             for f in blocks {
                 free_full(f, &format!("seed {seed} round {round} natural {natural}"));
@@ -273,7 +308,11 @@ fn random_sizes_and_alignments_coexisting() {
                 let bits = rng.gen_range(0..=16u32);
                 rng.gen_range(0..=(1usize << bits) + 4464)
             };
-            let align = if rng.gen_ratio(1, 8) { 1usize << rng.gen_range(0..=16u32) } else { 1 << rng.gen_range(0..=3u32) };
+            let align = if rng.gen_ratio(1, 8) {
+                1usize << rng.gen_range(0..=16u32)
+            } else {
+                1 << rng.gen_range(0..=3u32)
+            };
             live.push(alloc_full(size, align));
         } else if r < 95 {
             let idx = rng.gen_range(0..live.len());
@@ -289,8 +328,15 @@ fn random_sizes_and_alignments_coexisting() {
             verify_blk(&f.b, "before realloc");
             let key = f.b.key;
             let p = unsafe { GoMalloc.realloc(f.b.ptr, f.b.layout, new_size) };
-            assert!(!p.is_null(), "realloc {old}->{new_size} (align {align}) returned null");
-            assert_eq!(p as usize % align, 0, "realloc result misaligned for align {align}");
+            assert!(
+                !p.is_null(),
+                "realloc {old}->{new_size} (align {align}) returned null"
+            );
+            assert_eq!(
+                p as usize % align,
+                0,
+                "realloc result misaligned for align {align}"
+            );
             let keep = old.min(new_size);
             if let Some(off) = unsafe { check_prefix(p, old, keep, key) } {
                 panic!(

@@ -32,7 +32,10 @@ fn invariant_violations(s: &MemStats) -> Vec<String> {
         ));
     }
     if s.heap_released > s.heap_idle {
-        v.push(format!("heap_released {} > heap_idle {}", s.heap_released, s.heap_idle));
+        v.push(format!(
+            "heap_released {} > heap_idle {}",
+            s.heap_released, s.heap_idle
+        ));
     }
     if s.mallocs < s.frees || s.heap_objects != s.mallocs - s.frees {
         v.push(format!(
@@ -47,20 +50,33 @@ fn invariant_violations(s: &MemStats) -> Vec<String> {
         v.push(format!("sys {} < heap_sys {}", s.sys, s.heap_sys));
     }
     if s.total_alloc < s.heap_alloc {
-        v.push(format!("total_alloc {} < heap_alloc {}", s.total_alloc, s.heap_alloc));
+        v.push(format!(
+            "total_alloc {} < heap_alloc {}",
+            s.total_alloc, s.heap_alloc
+        ));
     }
     for c in 1..NUM_CLASSES {
         let b = s.by_size[c];
         if b.size as usize != class_size(c) {
-            v.push(format!("by_size[{c}].size = {} != class_size({c}) = {}", b.size, class_size(c)));
+            v.push(format!(
+                "by_size[{c}].size = {} != class_size({c}) = {}",
+                b.size,
+                class_size(c)
+            ));
         }
         if b.frees > b.mallocs {
-            v.push(format!("by_size[{c}]: frees {} > mallocs {}", b.frees, b.mallocs));
+            v.push(format!(
+                "by_size[{c}]: frees {} > mallocs {}",
+                b.frees, b.mallocs
+            ));
         }
     }
     let sum: u64 = (1..NUM_CLASSES).map(|c| s.by_size[c].mallocs).sum();
     if sum > s.mallocs {
-        v.push(format!("sum of by_size mallocs {sum} > mallocs {}", s.mallocs));
+        v.push(format!(
+            "sum of by_size mallocs {sum} > mallocs {}",
+            s.mallocs
+        ));
     }
     v
 }
@@ -77,7 +93,10 @@ fn assert_invariants(when: &str) -> MemStats {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    panic!("{when}: MemStats invariants violated: {last:#?}\n{}", gomalloc::stats());
+    panic!(
+        "{when}: MemStats invariants violated: {last:#?}\n{}",
+        gomalloc::stats()
+    );
 }
 
 #[test]
@@ -137,7 +156,9 @@ fn cumulative_counters_are_monotonic_under_concurrency() {
                     let s = rng.gen::<u64>();
                     move || {
                         let mut rng = StdRng::seed_from_u64(s);
-                        let v: Vec<Blk> = (0..500).map(|_| alloc_blk(rng.gen_range(1..=5000), 8, 0)).collect();
+                        let v: Vec<Blk> = (0..500)
+                            .map(|_| alloc_blk(rng.gen_range(1..=5000), 8, 0))
+                            .collect();
                         v
                     }
                 });
@@ -156,8 +177,18 @@ fn cumulative_counters_are_monotonic_under_concurrency() {
     let samples = if RELEASE { 3000 } else { 300 };
     for i in 0..samples {
         let s = gomalloc::stats();
-        assert!(s.mallocs >= prev.mallocs, "sample {i}: mallocs went backwards {} -> {}", prev.mallocs, s.mallocs);
-        assert!(s.frees >= prev.frees, "sample {i}: frees went backwards {} -> {}", prev.frees, s.frees);
+        assert!(
+            s.mallocs >= prev.mallocs,
+            "sample {i}: mallocs went backwards {} -> {}",
+            prev.mallocs,
+            s.mallocs
+        );
+        assert!(
+            s.frees >= prev.frees,
+            "sample {i}: frees went backwards {} -> {}",
+            prev.frees,
+            s.frees
+        );
         assert!(
             s.total_alloc >= prev.total_alloc,
             "sample {i}: total_alloc went backwards {} -> {}",
@@ -166,7 +197,8 @@ fn cumulative_counters_are_monotonic_under_concurrency() {
         );
         for c in 1..NUM_CLASSES {
             assert!(
-                s.by_size[c].mallocs >= prev.by_size[c].mallocs && s.by_size[c].frees >= prev.by_size[c].frees,
+                s.by_size[c].mallocs >= prev.by_size[c].mallocs
+                    && s.by_size[c].frees >= prev.by_size[c].frees,
                 "sample {i}: by_size[{c}] counters went backwards"
             );
         }
@@ -180,7 +212,10 @@ fn cumulative_counters_are_monotonic_under_concurrency() {
         h.join().expect("worker panicked");
     }
     let end = assert_invariants("after concurrent churn");
-    assert!(end.mallocs >= prev.mallocs, "mallocs went backwards after the threads stopped");
+    assert!(
+        end.mallocs >= prev.mallocs,
+        "mallocs went backwards after the threads stopped"
+    );
 }
 
 /// N allocations of one size class raise mallocs and by_size[class].mallocs by
@@ -190,7 +225,15 @@ fn cumulative_counters_are_monotonic_under_concurrency() {
 fn per_class_counters_track_allocations() {
     let _g = global_lock();
     const N: usize = 10_000;
-    for c in [1usize, 2, 5, 10, NUM_CLASSES / 2, NUM_CLASSES - 5, NUM_CLASSES - 1] {
+    for c in [
+        1usize,
+        2,
+        5,
+        10,
+        NUM_CLASSES / 2,
+        NUM_CLASSES - 5,
+        NUM_CLASSES - 1,
+    ] {
         let size = class_size(c);
         let n = N.min((64 * MIB) / size).max(100);
         let before = gomalloc::stats();
@@ -204,8 +247,14 @@ fn per_class_counters_track_allocations() {
         let mid = gomalloc::stats();
         let dm = mid.mallocs - before.mallocs;
         let dc = mid.by_size[c].mallocs - before.by_size[c].mallocs;
-        assert!(dm >= n as u64, "class {c} (size {size}): mallocs grew by {dm} after {n} allocations");
-        assert!(dc >= n as u64, "class {c} (size {size}): by_size[{c}].mallocs grew by {dc} after {n} allocations");
+        assert!(
+            dm >= n as u64,
+            "class {c} (size {size}): mallocs grew by {dm} after {n} allocations"
+        );
+        assert!(
+            dc >= n as u64,
+            "class {c} (size {size}): by_size[{c}].mallocs grew by {dc} after {n} allocations"
+        );
         assert!(
             mid.total_alloc - before.total_alloc >= (n * size) as u64,
             "class {c}: total_alloc grew by {} < {}",
@@ -237,8 +286,14 @@ fn per_class_counters_track_allocations() {
         let after = gomalloc::stats();
         let df = after.frees - mid.frees;
         let dcf = after.by_size[c].frees - mid.by_size[c].frees;
-        assert!(df >= n as u64, "class {c}: frees grew by {df} after {n} frees");
-        assert!(dcf >= n as u64, "class {c}: by_size[{c}].frees grew by {dcf} after {n} frees");
+        assert!(
+            df >= n as u64,
+            "class {c}: frees grew by {df} after {n} frees"
+        );
+        assert!(
+            dcf >= n as u64,
+            "class {c}: by_size[{c}].frees grew by {dcf} after {n} frees"
+        );
         assert!(
             after.heap_objects <= before.heap_objects + slack_objs,
             "class {c}: heap_objects {} -> {} after freeing all {n}",
@@ -254,7 +309,11 @@ fn per_class_counters_track_allocations() {
 #[test]
 fn large_and_huge_allocations_are_counted() {
     let _g = global_lock();
-    for (size, n) in [(MAX_SMALL_SIZE + 1, 200usize), (300_000, 50), (HUGE_THRESHOLD + 1, 3)] {
+    for (size, n) in [
+        (MAX_SMALL_SIZE + 1, 200usize),
+        (300_000, 50),
+        (HUGE_THRESHOLD + 1, 3),
+    ] {
         let before = gomalloc::stats();
         let blocks: Vec<Blk> = (0..n).map(|_| alloc_blk(size, 8, 0)).collect();
         let mid = gomalloc::stats();
@@ -274,7 +333,10 @@ fn large_and_huge_allocations_are_counted() {
             before.heap_alloc,
             mid.heap_alloc
         );
-        assert!(mid.sys >= before.sys, "size {size}: sys shrank while allocating");
+        assert!(
+            mid.sys >= before.sys,
+            "size {size}: sys shrank while allocating"
+        );
         assert_invariants(&format!("{n} x {size} live"));
         for b in blocks {
             free_blk(b, "large/huge");
@@ -321,7 +383,11 @@ fn release_memory_returns_heap_alloc_and_rss() {
                 let mut v = Vec::new();
                 let mut bytes = 0;
                 while bytes < 64 * MIB {
-                    let size = if rng.gen_ratio(1, 50) { rng.gen_range(40_000..400_000) } else { rng.gen_range(1..=4096) };
+                    let size = if rng.gen_ratio(1, 50) {
+                        rng.gen_range(40_000..400_000)
+                    } else {
+                        rng.gen_range(1..=4096)
+                    };
                     bytes += size;
                     v.push(alloc_blk(size, 8, 0));
                 }
@@ -348,7 +414,11 @@ fn release_memory_returns_heap_alloc_and_rss() {
         unsafe { std::ptr::write_bytes(b.ptr, 0x5A, b.size()) };
     }
     // Huge blocks are checked separately (large_and_huge_allocations_are_counted).
-    let live: u64 = all.iter().filter(|b| b.size() < HUGE_THRESHOLD).map(|b| b.size() as u64).sum();
+    let live: u64 = all
+        .iter()
+        .filter(|b| b.size() < HUGE_THRESHOLD)
+        .map(|b| b.size() as u64)
+        .sum();
     let peak = gomalloc::stats();
     let rss_peak = rss_bytes();
     assert!(
@@ -388,7 +458,10 @@ fn release_memory_returns_heap_alloc_and_rss() {
         end.heap_idle,
         end.heap_released
     );
-    assert!(rss_peak > rss0 + 100 * MIB, "test did not grow RSS (peak {rss_peak}, base {rss0})");
+    assert!(
+        rss_peak > rss0 + 100 * MIB,
+        "test did not grow RSS (peak {rss_peak}, base {rss0})"
+    );
     assert!(
         rss_end <= rss0 + 8 * MIB,
         "RSS did not fall back after release_memory: base {} KiB, peak {} KiB, end {} KiB",

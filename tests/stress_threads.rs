@@ -23,7 +23,10 @@ const MAX_LIVE: usize = 4096;
 const SLOTS: usize = 512;
 
 fn ops_per_thread() -> usize {
-    env_usize("GOMALLOC_STRESS_OPS", if RELEASE { 1_000_000 } else { 100_000 })
+    env_usize(
+        "GOMALLOC_STRESS_OPS",
+        if RELEASE { 1_000_000 } else { 100_000 },
+    )
 }
 
 fn random_size(rng: &mut StdRng) -> (usize, usize) {
@@ -59,8 +62,16 @@ fn realloc_blk(b: Blk, new_size: usize, ctx: &str) -> Blk {
     verify_blk(&b, ctx);
     let align = b.layout.align();
     let p = unsafe { GoMalloc.realloc(b.ptr, b.layout, new_size) };
-    assert!(!p.is_null(), "{ctx}: realloc {}->{new_size} returned null", b.size());
-    assert_eq!(p as usize % align, 0, "{ctx}: realloc result {p:p} misaligned for {align}");
+    assert!(
+        !p.is_null(),
+        "{ctx}: realloc {}->{new_size} returned null",
+        b.size()
+    );
+    assert_eq!(
+        p as usize % align,
+        0,
+        "{ctx}: realloc result {p:p} misaligned for {align}"
+    );
     let keep = b.size().min(new_size);
     if let Some(off) = unsafe { check_prefix(p, b.len, keep, b.key) } {
         panic!(
@@ -72,7 +83,12 @@ fn realloc_blk(b: Blk, new_size: usize, ctx: &str) -> Blk {
     // Re-pattern for the new address.
     let key = key_for(p as usize, new_size, 0);
     unsafe { fill(p, new_size, key) };
-    Blk { ptr: p, layout: layout(new_size, align), len: new_size, key }
+    Blk {
+        ptr: p,
+        layout: layout(new_size, align),
+        len: new_size,
+        key,
+    }
 }
 
 fn worker(
@@ -90,73 +106,73 @@ fn worker(
     let ctx = |op: usize| format!("seed {seed} thread {id} op {op}");
     // A panic must not leave the other threads stuck at the barrier.
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-    for op in 0..ops {
-        if op % 8 == 0 {
-            // Adopt or free blocks other threads sent us.
-            while let Ok(b) = rx.try_recv() {
-                c.received += 1;
-                if live.len() < MAX_LIVE && rng.gen_bool(0.5) {
-                    live.push(b);
-                } else {
+        for op in 0..ops {
+            if op % 8 == 0 {
+                // Adopt or free blocks other threads sent us.
+                while let Ok(b) = rx.try_recv() {
+                    c.received += 1;
+                    if live.len() < MAX_LIVE && rng.gen_bool(0.5) {
+                        live.push(b);
+                    } else {
+                        free_blk(b, &ctx(op));
+                        c.frees += 1;
+                    }
+                }
+            }
+            if op % 100_000 == 99_999 {
+                // Burst: free half of the live set at once (spans go back centrally).
+                let half = live.len() / 2;
+                for b in live.drain(..half) {
                     free_blk(b, &ctx(op));
                     c.frees += 1;
                 }
+                if rng.gen_ratio(1, 3) {
+                    gomalloc::flush_thread_cache();
+                }
             }
-        }
-        if op % 100_000 == 99_999 {
-            // Burst: free half of the live set at once (spans go back centrally).
-            let half = live.len() / 2;
-            for b in live.drain(..half) {
-                free_blk(b, &ctx(op));
+            let r = rng.gen_range(0..100);
+            if live.is_empty() || (r < 45 && live.len() < MAX_LIVE) {
+                let (size, align) = random_size(&mut rng);
+                live.push(alloc_blk(size, align, 0));
+                c.allocs += 1;
+            } else if r < 75 {
+                let i = rng.gen_range(0..live.len());
+                free_blk(live.swap_remove(i), &ctx(op));
                 c.frees += 1;
-            }
-            if rng.gen_ratio(1, 3) {
-                gomalloc::flush_thread_cache();
+            } else if r < 90 {
+                let i = rng.gen_range(0..live.len());
+                let b = live.swap_remove(i);
+                let mut to = rng.gen_range(0..THREADS - 1);
+                if to >= id {
+                    to += 1;
+                }
+                txs[to].send(b).expect("receiver gone");
+                c.sent += 1;
+            } else if r < 95 {
+                let i = rng.gen_range(0..live.len());
+                let b = live.swap_remove(i);
+                let (ns, _) = random_size(&mut rng);
+                live.push(realloc_blk(b, ns, &ctx(op)));
+                c.reallocs += 1;
+            } else {
+                // Swap a fresh block into a shared slot; free whatever was there
+                // (usually allocated by another thread).
+                let (size, align) = random_size(&mut rng);
+                let nb = alloc_blk(size, align, 0);
+                c.allocs += 1;
+                let s = rng.gen_range(0..SLOTS);
+                let old = slots[s].lock().unwrap().replace(nb);
+                if let Some(ob) = old {
+                    free_blk(ob, &ctx(op));
+                    c.frees += 1;
+                }
+                c.slot_swaps += 1;
             }
         }
-        let r = rng.gen_range(0..100);
-        if live.is_empty() || (r < 45 && live.len() < MAX_LIVE) {
-            let (size, align) = random_size(&mut rng);
-            live.push(alloc_blk(size, align, 0));
-            c.allocs += 1;
-        } else if r < 75 {
-            let i = rng.gen_range(0..live.len());
-            free_blk(live.swap_remove(i), &ctx(op));
+        for b in live.drain(..) {
+            free_blk(b, &ctx(ops));
             c.frees += 1;
-        } else if r < 90 {
-            let i = rng.gen_range(0..live.len());
-            let b = live.swap_remove(i);
-            let mut to = rng.gen_range(0..THREADS - 1);
-            if to >= id {
-                to += 1;
-            }
-            txs[to].send(b).expect("receiver gone");
-            c.sent += 1;
-        } else if r < 95 {
-            let i = rng.gen_range(0..live.len());
-            let b = live.swap_remove(i);
-            let (ns, _) = random_size(&mut rng);
-            live.push(realloc_blk(b, ns, &ctx(op)));
-            c.reallocs += 1;
-        } else {
-            // Swap a fresh block into a shared slot; free whatever was there
-            // (usually allocated by another thread).
-            let (size, align) = random_size(&mut rng);
-            let nb = alloc_blk(size, align, 0);
-            c.allocs += 1;
-            let s = rng.gen_range(0..SLOTS);
-            let old = slots[s].lock().unwrap().replace(nb);
-            if let Some(ob) = old {
-                free_blk(ob, &ctx(op));
-                c.frees += 1;
-            }
-            c.slot_swaps += 1;
         }
-    }
-    for b in live.drain(..) {
-        free_blk(b, &ctx(ops));
-        c.frees += 1;
-    }
     }));
     // Nobody sends after this barrier: drain what is left in our inbox.
     drop(txs);
@@ -181,7 +197,8 @@ fn eight_threads_random_ops_cross_thread_frees() {
     eprintln!("{THREADS} threads x {ops} ops (GOMALLOC_STRESS_OPS)");
     let before = gomalloc::stats();
 
-    let slots: Arc<Vec<Mutex<Option<Blk>>>> = Arc::new((0..SLOTS).map(|_| Mutex::new(None)).collect());
+    let slots: Arc<Vec<Mutex<Option<Blk>>>> =
+        Arc::new((0..SLOTS).map(|_| Mutex::new(None)).collect());
     let barrier = Arc::new(Barrier::new(THREADS));
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| channel::<Blk>()).unzip();
     let mut handles = Vec::new();
@@ -212,7 +229,10 @@ fn eight_threads_random_ops_cross_thread_frees() {
             Err(_) => failed.push(id),
         }
     }
-    assert!(failed.is_empty(), "seed {seed}: stress threads {failed:?} panicked (see their messages above)");
+    assert!(
+        failed.is_empty(),
+        "seed {seed}: stress threads {failed:?} panicked (see their messages above)"
+    );
     // The main thread frees what is left in the shared slots (cross-thread again).
     for s in slots.iter() {
         if let Some(b) = s.lock().unwrap().take() {
@@ -221,8 +241,14 @@ fn eight_threads_random_ops_cross_thread_frees() {
         }
     }
     eprintln!("totals: {total:?}");
-    assert_eq!(total.sent, total.received, "seed {seed}: blocks lost in channels");
-    assert_eq!(total.allocs, total.frees, "seed {seed}: test bookkeeping: not every block was freed");
+    assert_eq!(
+        total.sent, total.received,
+        "seed {seed}: blocks lost in channels"
+    );
+    assert_eq!(
+        total.allocs, total.frees,
+        "seed {seed}: test bookkeeping: not every block was freed"
+    );
 
     let after = gomalloc::stats();
     assert!(
@@ -293,7 +319,10 @@ fn producer_consumer_remote_frees() {
     }
     let mut results = Vec::new();
     for h in handles {
-        results.push(h.join().unwrap_or_else(|_| panic!("seed {seed}: a producer/consumer thread panicked")));
+        results.push(
+            h.join()
+                .unwrap_or_else(|_| panic!("seed {seed}: a producer/consumer thread panicked")),
+        );
     }
     for pair in results.chunks(2) {
         assert_eq!(pair[0], pair[1], "produced != consumed");

@@ -29,7 +29,13 @@ fn first_nonzero(p: *const u8, size: usize) -> Option<usize> {
 /// Dirty `count` blocks of (size, align) over their whole usable size, free
 /// them (reverse order so LIFO caches hand them back first), then
 /// alloc_zeroed `count` blocks of the same layout and check every byte.
-fn dirty_free_then_zeroed(size: usize, align: usize, count: usize, release_between: bool, ctx: &str) {
+fn dirty_free_then_zeroed(
+    size: usize,
+    align: usize,
+    count: usize,
+    release_between: bool,
+    ctx: &str,
+) {
     let l = layout(size, align);
     let mut dirty_addrs = Vec::with_capacity(count);
     let mut ps = Vec::with_capacity(count);
@@ -52,7 +58,10 @@ fn dirty_free_then_zeroed(size: usize, align: usize, count: usize, release_betwe
     let mut zs = Vec::with_capacity(count);
     for i in 0..count {
         let p = unsafe { GoMalloc.alloc_zeroed(l) };
-        assert!(!p.is_null(), "{ctx}: alloc_zeroed({size}, {align}) returned null");
+        assert!(
+            !p.is_null(),
+            "{ctx}: alloc_zeroed({size}, {align}) returned null"
+        );
         assert_eq!(p as usize % align, 0, "{ctx}: alloc_zeroed misaligned");
         if dirty_addrs.binary_search(&(p as usize)).is_ok() {
             reused += 1;
@@ -62,7 +71,11 @@ fn dirty_free_then_zeroed(size: usize, align: usize, count: usize, release_betwe
                 "{ctx}: alloc_zeroed(size {size}, align {align}) #{i} at {p:p} has byte {:#04x} at offset {off} \
                  (memory {} a just-freed dirty block)",
                 unsafe { *p.add(off) },
-                if dirty_addrs.binary_search(&(p as usize)).is_ok() { "reuses" } else { "is not" }
+                if dirty_addrs.binary_search(&(p as usize)).is_ok() {
+                    "reuses"
+                } else {
+                    "is not"
+                }
             );
         }
         // Dirty it again so the next round reuses dirty memory once more.
@@ -111,7 +124,11 @@ fn large_zeroed_after_reuse() {
 
 #[test]
 fn huge_zeroed_after_reuse() {
-    for size in [HUGE_THRESHOLD, HUGE_THRESHOLD + 1, 2 * HUGE_THRESHOLD + 4095] {
+    for size in [
+        HUGE_THRESHOLD,
+        HUGE_THRESHOLD + 1,
+        2 * HUGE_THRESHOLD + 4095,
+    ] {
         dirty_free_then_zeroed(size, 8, 3, false, "huge");
         dirty_free_then_zeroed(size, 4096, 2, true, "huge after release_memory");
     }
@@ -176,7 +193,8 @@ fn zeroed_across_threads() {
         })
         .collect();
     for h in handles {
-        h.join().unwrap_or_else(|_| panic!("seed {seed}: a thread panicked"));
+        h.join()
+            .unwrap_or_else(|_| panic!("seed {seed}: a thread panicked"));
     }
 }
 
@@ -189,9 +207,16 @@ fn std_zeroed_vecs_after_dirty_reuse() {
             v[n / 2] = 1;
             drop(v);
             let z = vec![0u8; n];
-            assert!(z.iter().all(|&b| b == 0), "round {round}: vec![0u8; {n}] not zeroed");
+            assert!(
+                z.iter().all(|&b| b == 0),
+                "round {round}: vec![0u8; {n}] not zeroed"
+            );
             let z64 = vec![0u64; n / 8 + 1];
-            assert!(z64.iter().all(|&b| b == 0), "round {round}: vec![0u64; {}] not zeroed", n / 8 + 1);
+            assert!(
+                z64.iter().all(|&b| b == 0),
+                "round {round}: vec![0u64; {}] not zeroed",
+                n / 8 + 1
+            );
         }
     }
 }

@@ -22,7 +22,10 @@ pub const RELEASE: bool = !cfg!(debug_assertions);
 /// seed is drawn. The seed is printed (the harness shows it when the test fails).
 pub fn seed(test: &str) -> u64 {
     let s = match std::env::var("GOMALLOC_SEED") {
-        Ok(v) => v.trim().parse::<u64>().expect("GOMALLOC_SEED must be a u64"),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .expect("GOMALLOC_SEED must be a u64"),
         Err(_) => {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -160,7 +163,12 @@ pub unsafe fn fill(ptr: *mut u8, len: usize, key: u64) {
 
 /// Check the pattern written by `fill(ptr, filled_len, key)`, restricted to the
 /// first `upto` bytes (for realloc: the preserved prefix). Returns the first bad offset.
-pub unsafe fn check_prefix(ptr: *const u8, filled_len: usize, upto: usize, key: u64) -> Option<usize> {
+pub unsafe fn check_prefix(
+    ptr: *const u8,
+    filled_len: usize,
+    upto: usize,
+    key: u64,
+) -> Option<usize> {
     let mut bad = None;
     for_each_range(filled_len, |s, e| {
         if bad.is_none() && s < upto {
@@ -213,13 +221,28 @@ pub fn layout(size: usize, align: usize) -> Layout {
 pub fn alloc_blk(size: usize, align: usize, salt: u64) -> Blk {
     let l = layout(size, align);
     let ptr = unsafe { GoMalloc.alloc(l) };
-    assert!(!ptr.is_null(), "GoMalloc.alloc returned null for size={size} align={align}");
-    assert_eq!(ptr as usize % align, 0, "misaligned: {ptr:p} for size={size} align={align}");
+    assert!(
+        !ptr.is_null(),
+        "GoMalloc.alloc returned null for size={size} align={align}"
+    );
+    assert_eq!(
+        ptr as usize % align,
+        0,
+        "misaligned: {ptr:p} for size={size} align={align}"
+    );
     let us = unsafe { gomalloc::usable_size(ptr) };
-    assert!(us >= size, "usable_size({ptr:p}) = {us} < size {size} (align {align})");
+    assert!(
+        us >= size,
+        "usable_size({ptr:p}) = {us} < size {size} (align {align})"
+    );
     let key = key_for(ptr as usize, size, salt);
     unsafe { fill(ptr, size, key) };
-    Blk { ptr, layout: l, len: size, key }
+    Blk {
+        ptr,
+        layout: l,
+        len: size,
+        key,
+    }
 }
 
 /// Verify a block's pattern; panics with a description on corruption.
@@ -258,7 +281,10 @@ pub fn os_page() -> usize {
 
 fn statm_field(idx: usize) -> usize {
     unsafe {
-        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let fd = libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
         assert!(fd >= 0, "cannot open /proc/self/statm");
         let mut buf = [0u8; 256];
         let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
