@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 step() { printf '\n== %s\n' "$*"; }
+# Every cargo test's output also goes to this log, so the totals can be printed at the end.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 
 step "toolchain"
 cargo --version
@@ -28,15 +31,16 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --release (unit, integration, doc)"
-cargo test --release --workspace
+cargo test --release --workspace 2>&1 | tee -a "$log"
 
 step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=2})"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS CARGO_TARGET_DIR=target/loom \
-  cargo test -p gomalloc-loom-tests --release
+  cargo test -p gomalloc-loom-tests --release 2>&1 | tee -a "$log"
 
 if command -v valgrind >/dev/null 2>&1; then
   step "fast path instruction count (callgrind)"
   bash ci/fastpath.sh
 fi
 echo
-echo "ci/test.sh: all steps passed"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
