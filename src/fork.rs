@@ -6,6 +6,7 @@
 //! allocator's lock order (registry, central classes ascending, heap, huge), so `prepare`
 //! cannot deadlock against a thread that is allocating.
 
+use crate::sync::RawLock;
 use crate::{huge, mcache, scavenger, CENTRAL, HEAP};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,36 +22,30 @@ pub fn install() {
     }
 }
 
-extern "C" fn prepare() {
-    mcache::lock_registry_for_fork();
+/// Calls `f` on every allocator lock, in the allocator's lock order.
+fn each_lock(mut f: impl FnMut(&dyn RawLock)) {
+    f(mcache::registry_lock());
     for c in CENTRAL.iter() {
-        c.lock_for_fork();
+        f(c.lock_ref());
     }
-    HEAP.lock_for_fork();
-    huge::lock_for_fork();
+    f(HEAP.lock_ref());
+    f(huge::lock_ref());
+}
+
+extern "C" fn prepare() {
+    each_lock(|l| l.raw_lock());
 }
 
 extern "C" fn parent() {
-    // SAFETY: `prepare` took every one of these locks on this thread.
-    unsafe {
-        huge::unlock_after_fork_parent();
-        HEAP.unlock_after_fork_parent();
-        for c in CENTRAL.iter().rev() {
-            c.unlock_after_fork_parent();
-        }
-        mcache::unlock_registry_after_fork_parent();
-    }
+    // SAFETY: `prepare` took every one of these locks on this thread (release order does not
+    // matter for deadlock freedom).
+    each_lock(|l| unsafe { l.raw_unlock() });
 }
 
 extern "C" fn child() {
     // SAFETY: we are the only thread of the new process.
-    unsafe {
-        huge::unlock_after_fork_child();
-        HEAP.unlock_after_fork_child();
-        for c in CENTRAL.iter() {
-            c.unlock_after_fork_child();
-        }
-        mcache::reset_registry_after_fork_child();
-    }
+    each_lock(|l| unsafe { l.force_unlock() });
+    // SAFETY: as above; every lock is free again.
+    unsafe { mcache::reset_registry_after_fork_child() };
     scavenger::reset_after_fork_child();
 }

@@ -11,7 +11,7 @@
 //! that map and unmap run outside it.
 
 use crate::os;
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering, RawLock};
 use core::ptr;
 
 const EMPTY: usize = 0;
@@ -232,20 +232,7 @@ pub unsafe fn resize(p: *mut u8, new_size: usize, may_move: bool) -> (*mut u8, u
     (q, old_len, new_len)
 }
 
-pub fn lock_for_fork() {
-    TABLE.raw_lock();
-}
-
-/// # Safety
-/// Paired with [`lock_for_fork`], in the parent.
-pub unsafe fn unlock_after_fork_parent() {
-    // SAFETY: forwarded precondition.
-    unsafe { TABLE.raw_unlock() }
-}
-
-/// # Safety
-/// In the child after `fork()`, single-threaded.
-pub unsafe fn unlock_after_fork_child() {
-    // SAFETY: forwarded precondition.
-    unsafe { TABLE.force_unlock() }
+/// The table lock, for `fork()` handling.
+pub fn lock_ref() -> &'static dyn RawLock {
+    &TABLE
 }

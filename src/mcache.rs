@@ -36,7 +36,7 @@
 use crate::mcentral::Batch;
 use crate::size_class::{CLASS_BATCH, NUM_CLASSES, PAGE_SHIFT};
 use crate::span::Span;
-use crate::sync::Mutex;
+use crate::sync::{Mutex, RawLock};
 use crate::{CENTRAL, HEAP};
 use core::cell::Cell;
 use core::ptr;
@@ -562,26 +562,18 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
 
 // ---- fork ---------------------------------------------------------------------------------
 
-pub fn lock_registry_for_fork() {
-    REGISTRY.raw_lock();
+/// The registry lock, for `fork()` handling.
+pub fn registry_lock() -> &'static dyn RawLock {
+    &REGISTRY
 }
 
-/// # Safety
-/// Paired with [`lock_registry_for_fork`], in the parent.
-pub unsafe fn unlock_registry_after_fork_parent() {
-    // SAFETY: forwarded precondition.
-    unsafe { REGISTRY.raw_unlock() }
-}
-
-/// In the child: the registry lock is reset and every cache but this thread's is dropped
-/// from it (their threads do not exist here; their cached objects are abandoned, their
+/// In the child, after every lock was reset: every cache but this thread's is dropped from
+/// the registry (their threads do not exist here; their cached objects are abandoned, their
 /// counters kept).
 ///
 /// # Safety
 /// In the child after `fork()`, single-threaded.
 pub unsafe fn reset_registry_after_fork_child() {
-    // SAFETY: precondition.
-    unsafe { REGISTRY.force_unlock() };
     let me = CACHE.with(|c| c as *const MCache);
     let mut r = REGISTRY.lock();
     let mut c = r.head;

@@ -27,7 +27,7 @@ use crate::mheap::MHeap;
 use crate::pagemap;
 use crate::size_class::{self, CLASS_BATCH};
 use crate::span::{self, Span, SpanList};
-use crate::sync::{const_fn, Mutex};
+use crate::sync::{const_fn, Mutex, RawLock};
 use core::ptr;
 use crossbeam_utils::CachePadded;
 
@@ -170,22 +170,9 @@ impl MCentral {
         c.batches[..c.nbatches].iter().map(|b| b.len as usize).sum()
     }
 
-    pub fn lock_for_fork(&self) {
-        self.inner.raw_lock();
-    }
-
-    /// # Safety
-    /// Paired with [`MCentral::lock_for_fork`], in the parent after `fork()`.
-    pub unsafe fn unlock_after_fork_parent(&self) {
-        // SAFETY: forwarded precondition.
-        unsafe { self.inner.raw_unlock() }
-    }
-
-    /// # Safety
-    /// In the child after `fork()`, single-threaded.
-    pub unsafe fn unlock_after_fork_child(&self) {
-        // SAFETY: forwarded precondition.
-        unsafe { self.inner.force_unlock() }
+    /// The class lock, for `fork()` handling.
+    pub(crate) fn lock_ref(&self) -> &dyn RawLock {
+        &*self.inner
     }
 }
 

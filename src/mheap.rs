@@ -35,7 +35,7 @@ use crate::os;
 use crate::pagemap::{self, ARENA_SIZE};
 use crate::size_class::{self, PAGE_SHIFT, PAGE_SIZE};
 use crate::span::{self, Span, SpanList, SpanPool};
-use crate::sync::{const_fn, Mutex};
+use crate::sync::{const_fn, Mutex, RawLock};
 use core::ptr;
 
 /// Free spans up to this many pages have a list per size.
@@ -283,23 +283,9 @@ impl MHeap {
         }
     }
 
-    /// Takes the heap lock without a guard (before `fork()`).
-    pub fn lock_for_fork(&self) {
-        self.inner.raw_lock();
-    }
-
-    /// # Safety
-    /// Paired with [`MHeap::lock_for_fork`] in the parent after `fork()`.
-    pub unsafe fn unlock_after_fork_parent(&self) {
-        // SAFETY: forwarded precondition.
-        unsafe { self.inner.raw_unlock() }
-    }
-
-    /// # Safety
-    /// In the child after `fork()`, single-threaded.
-    pub unsafe fn unlock_after_fork_child(&self) {
-        // SAFETY: forwarded precondition.
-        unsafe { self.inner.force_unlock() }
+    /// The heap lock, for `fork()` handling.
+    pub(crate) fn lock_ref(&self) -> &dyn RawLock {
+        &self.inner
     }
 }
 

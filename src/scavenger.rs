@@ -15,6 +15,7 @@
 //! first), because starting the thread may allocate (glibc's thread set-up) and the thread takes
 //! the heap lock.
 
+use crate::sync::{futex_wait, futex_wake};
 use crate::HEAP;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
@@ -49,15 +50,7 @@ pub fn wake() -> bool {
         }
     }
     if WORK.swap(1, Ordering::AcqRel) == 0 {
-        // SAFETY: FUTEX_WAKE uses the address only as a key.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                WORK.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                1,
-            );
-        }
+        futex_wake(&WORK);
     }
     true
 }
@@ -90,16 +83,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     }
     loop {
         while WORK.swap(0, Ordering::AcqRel) == 0 {
-            // SAFETY: FUTEX_WAIT reads the word, valid forever; spurious returns loop.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_futex,
-                    WORK.as_ptr(),
-                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                    0u32,
-                    core::ptr::null::<libc::timespec>(),
-                );
-            }
+            futex_wait(&WORK, 0);
         }
         loop {
             sleep_ms(TICK_MS);

@@ -136,6 +136,37 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A lock seen without its data: what `fork()` handling needs to hold every lock across the
+/// fork and release it on both sides.
+pub trait RawLock {
+    /// Takes the lock without a guard.
+    fn raw_lock(&self);
+    /// Releases a lock taken with `raw_lock`.
+    ///
+    /// # Safety
+    /// This thread holds the lock through `raw_lock`.
+    unsafe fn raw_unlock(&self);
+    /// Marks the lock free whoever held it.
+    ///
+    /// # Safety
+    /// Only in a `fork()` child, single-threaded.
+    unsafe fn force_unlock(&self);
+}
+
+impl<T> RawLock for Mutex<T> {
+    fn raw_lock(&self) {
+        Mutex::raw_lock(self)
+    }
+    unsafe fn raw_unlock(&self) {
+        // SAFETY: forwarded precondition.
+        unsafe { Mutex::raw_unlock(self) }
+    }
+    unsafe fn force_unlock(&self) {
+        // SAFETY: forwarded precondition.
+        unsafe { Mutex::force_unlock(self) }
+    }
+}
+
 /// Releases the [`Mutex`] when dropped.
 pub struct MutexGuard<'a, T> {
     lock: &'a Mutex<T>,
@@ -196,8 +227,9 @@ fn spin_hint() {
     loom::thread::yield_now();
 }
 
+/// Sleeps while `*word == expected` (may return spuriously; callers loop).
 #[cfg(all(not(loom), not(miri)))]
-fn futex_wait(word: &AtomicU32, expected: u32) {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
     // SAFETY: FUTEX_WAIT reads the u32 at `word`, which is valid for the call; a spurious or
     // interrupted return is fine because the caller loops.
     unsafe {
@@ -211,8 +243,9 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     }
 }
 
+/// Wakes one thread sleeping in [`futex_wait`] on `word`.
 #[cfg(all(not(loom), not(miri)))]
-fn futex_wake(word: &AtomicU32) {
+pub(crate) fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE only uses the address as a key.
     unsafe {
         libc::syscall(
@@ -225,11 +258,11 @@ fn futex_wake(word: &AtomicU32) {
 }
 
 #[cfg(any(loom, miri))]
-fn futex_wait(word: &AtomicU32, expected: u32) {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
     while word.load(Ordering::Relaxed) == expected {
         spin_hint();
     }
 }
 
 #[cfg(any(loom, miri))]
-fn futex_wake(_word: &AtomicU32) {}
+pub(crate) fn futex_wake(_word: &AtomicU32) {}
