@@ -275,10 +275,14 @@ impl MCache {
         }
         self.large_bytes.set(0);
         for class in 1..NUM_CLASSES {
-            let len = self.lists[class].len.get();
-            if len > 0 {
-                // SAFETY: n == len >= 1.
-                let b = unsafe { self.take(class, len) };
+            // Whole batches first, so they can land in the transfer cache for other threads.
+            loop {
+                let n = self.lists[class].len.get().min(CLASS_BATCH[class]);
+                if n == 0 {
+                    break;
+                }
+                // SAFETY: 1 <= n <= len.
+                let b = unsafe { self.take(class, n) };
                 // SAFETY: cached objects are free objects of this class.
                 unsafe { CENTRAL[class].spill(&HEAP, class, b) };
             }
