@@ -15,14 +15,19 @@ static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     match args.next().and_then(|a| a.parse::<usize>().ok()) {
         None => pairs(n, Layout::new::<[u64; 8]>()),
         Some(size) => {
             let _ = Layout::from_size_align(size, 8).expect("size must make a valid Layout");
             for _ in 0..n {
                 // SAFETY: checked above: size and alignment make a valid Layout.
-                pairs(1, unsafe { Layout::from_size_align_unchecked(black_box(size), 8) });
+                pairs(1, unsafe {
+                    Layout::from_size_align_unchecked(black_box(size), 8)
+                });
             }
         }
     }

@@ -19,5 +19,8 @@ fn main() {
         println!("// {c:5} {size:10} {span:11} {objects:8} {tail:11} {max_waste:9.2}%");
         prev = size;
     }
-    println!("// {} classes (plus class 0 for large objects)", NUM_CLASSES - 1);
+    println!(
+        "// {} classes (plus class 0 for large objects)",
+        NUM_CLASSES - 1
+    );
 }

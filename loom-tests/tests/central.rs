@@ -50,7 +50,11 @@ fn concurrent_refills_are_disjoint_and_spans_come_home() {
             let (a, head, tail, len) = h.join().unwrap();
             assert_eq!(len, want);
             all.extend(a);
-            batches.push(Batch { head: head as *mut u8, tail: tail as *mut u8, len });
+            batches.push(Batch {
+                head: head as *mut u8,
+                tail: tail as *mut u8,
+                len,
+            });
         }
         let n = all.len();
         all.sort();
@@ -78,7 +82,11 @@ fn spill_racing_refill_loses_nothing() {
         let (h2, c2) = (heap.clone(), central.clone());
         let (fh, ft, fl) = (first.head as usize, first.tail as usize, first.len);
         let spiller = thread::spawn(move || {
-            let b = Batch { head: fh as *mut u8, tail: ft as *mut u8, len: fl };
+            let b = Batch {
+                head: fh as *mut u8,
+                tail: ft as *mut u8,
+                len: fl,
+            };
             // SAFETY: the objects came from this class and are free.
             unsafe { c2.spill(&h2, c, b) };
         });
