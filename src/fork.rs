@@ -47,5 +47,6 @@ extern "C" fn child() {
     each_lock(|l| unsafe { l.force_unlock() });
     // SAFETY: as above; every lock is free again.
     unsafe { mcache::reset_registry_after_fork_child() };
+    mcache::reset_key_after_fork_child();
     scavenger::reset_after_fork_child();
 }

@@ -545,6 +545,9 @@ fn exit_key() -> Option<libc::pthread_key_t> {
                     .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
+                    // The fork handlers first: a fork from here on keeps the locks sane, and a
+                    // child forked mid-creation starts over (see `reset_key_after_fork_child`).
+                    crate::fork::install();
                     let mut key: libc::pthread_key_t = 0;
                     // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn
                     // that lives forever.
@@ -552,7 +555,6 @@ fn exit_key() -> Option<libc::pthread_key_t> {
                         unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0;
                     KEY.store(key as u32, Ordering::Relaxed);
                     KEY_STATE.store(if ok { 2 } else { 3 }, Ordering::Release);
-                    crate::fork::install();
                 }
             }
             _ => core::hint::spin_loop(),
@@ -569,6 +571,12 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
 /// The registry lock, for `fork()` handling.
 pub fn registry_lock() -> &'static dyn RawLock {
     &REGISTRY
+}
+
+/// In a `fork()` child: a key creation that another thread of the parent had under way will
+/// never finish here, so the next activation starts it over.
+pub fn reset_key_after_fork_child() {
+    let _ = KEY_STATE.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// In the child, after every lock was reset: every cache but this thread's is dropped from

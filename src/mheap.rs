@@ -236,8 +236,12 @@ impl MHeap {
             }
             h.remove_free(next);
             h.take_front(next, need);
-            (*s).npages = npages;
-            pagemap::set_range(end, need, s);
+            // `next` now describes the pages taken (all of it if no descriptor was left for a
+            // remainder); `s` absorbs them and the descriptor goes back to the pool.
+            let got = (*next).npages;
+            (*s).npages = have + got;
+            pagemap::set_range(end, got, s);
+            h.pool.free(next);
         }
         true
     }
@@ -551,7 +555,7 @@ impl HeapInner {
             pagemap::set((*s).start + ((n - 1) << PAGE_SHIFT), s);
             if n > MAX_BUCKET {
                 self.large.push(s);
-            } else if (*s).released >= (*s).bytes() {
+            } else if fully_released(s) {
                 self.released[n].push(s);
                 self.released_mask |= 1u128 << (n - 1);
             } else {
@@ -571,7 +575,7 @@ impl HeapInner {
             let n = (*s).npages;
             if n > MAX_BUCKET {
                 self.large.remove(s);
-            } else if (*s).released >= (*s).bytes() {
+            } else if fully_released(s) {
                 self.released[n].remove(s);
                 if self.released[n].is_empty() {
                     self.released_mask &= !(1u128 << (n - 1));
@@ -648,7 +652,7 @@ impl HeapInner {
     fn biggest_unreleased(&self, idle_before: u64) -> *mut Span {
         let eligible = |s: *mut Span| {
             // SAFETY: spans on our lists are valid.
-            unsafe { (*s).released < (*s).bytes() && (*s).idle_since <= idle_before }
+            unsafe { !fully_released(s) && (*s).idle_since <= idle_before }
         };
         let mut best: *mut Span = ptr::null_mut();
         let mut s = self.large.head;
@@ -679,6 +683,21 @@ impl HeapInner {
         }
         ptr::null_mut()
     }
+}
+
+/// Whether every OS page inside the free span `s` has been returned: on a kernel whose pages
+/// are bigger than ours the partial OS pages at the ends can never be, so they do not count.
+///
+/// # Safety
+/// `s` is a valid span.
+#[inline]
+unsafe fn fully_released(s: *mut Span) -> bool {
+    let page = os::page_size();
+    // SAFETY: precondition.
+    let (start, end, released) = unsafe { ((*s).start, (*s).start + (*s).bytes(), (*s).released) };
+    let lo = (start + page - 1) & !(page - 1);
+    let hi = end & !(page - 1);
+    released >= hi.saturating_sub(lo)
 }
 
 /// The smallest `m >= n` whose bit `m - 1` is set in `mask`, or 0.
@@ -758,6 +777,23 @@ mod tests {
             h.free(s);
         }
         assert_eq!(h.stats().inuse, 0);
+    }
+
+    #[test]
+    fn growing_in_place_keeps_no_extra_descriptor() {
+        let h = MHeap::new();
+        let s = h.alloc(8, 0);
+        let baseline = h.stats().span_inuse;
+        for _ in 0..100 {
+            // SAFETY: `s` is a live large span of ours.
+            unsafe {
+                assert!(h.grow_in_place(s, 32));
+                h.shrink_in_place(s, 8);
+            }
+        }
+        assert_eq!(h.stats().span_inuse, baseline, "grow_in_place leaked descriptors");
+        // SAFETY: live span of ours.
+        unsafe { h.free(s) };
     }
 
     #[test]
