@@ -11,15 +11,23 @@
 //! overflowing grows a batch at a time while the thread's `GROWTH_BUDGET` (1 MiB of objects)
 //! lasts, so a thread that frees many objects of one size and allocates them again keeps them.
 //!
-//! Thread life cycle. The cache is a const-initialised `thread_local!` without `Drop`, so
-//! touching it never allocates or registers a destructor, and it is usable before `main`, after
-//! other TLS destructors, and inside them. Its state is:
-//! - `UNINIT`: every list has bound 0, so the first alloc or free goes to the slow path, which
-//!   registers the cache and arms the exit hook (a pthread key destructor; glibc runs those after
-//!   the `thread_local!`/C++ TLS destructors, so late frees are caught).
-//! - `ACTIVE`: normal caching.
-//! - `DIRECT`: while arming, and after the exit hook has flushed the cache: bounds are 0 and
-//!   every operation goes straight to the central list, one object at a time.
+//! Thread life cycle. Each thread has one const-initialised `thread_local!` pointer without
+//! `Drop` (`CURRENT`), so touching it never allocates or registers a destructor, and it works
+//! before `main`, after other TLS destructors and inside them. It points at:
+//! - `UNINIT_CACHE`, a static placeholder whose lists are all empty with bound 0, so the first
+//!   alloc or free takes the slow path. That path takes a cache node from the registry's pool,
+//!   registers it, arms the exit hook (a pthread key destructor; glibc runs those after the
+//!   `thread_local!`/C++ TLS destructors, so their frees are cached and then flushed too) and
+//!   points `CURRENT` at the node (state `ACTIVE`).
+//! - `DEAD_CACHE`, another placeholder (state `DIRECT`), while the node is being set up and
+//!   after the exit hook has flushed and retired it: every operation then goes straight to the
+//!   central list, one object at a time.
+//!
+//! Nodes live in memory mapped for them and are never unmapped, only recycled through the
+//! registry's free list after their thread retired them. So the registry never points into a
+//! thread's TLS: a thread whose exit hook never runs (one that first allocates in the last round
+//! of pthread key destructors) leaks its node and cached objects, but `stats()` stays sound.
+//! The placeholders are never written: every path that writes checks for `ACTIVE` first.
 //!
 //! Remote frees: an object freed on a thread other than the one that allocated it simply joins
 //! the freeing thread's list; batches of them travel through the central transfer cache to
@@ -83,6 +91,7 @@ const LARGE_SLOTS: usize = 8;
 const LARGE_SPAN_MAX_PAGES: usize = 128;
 const LARGE_CACHE_BYTES: usize = 2 << 20;
 
+#[repr(C, align(128))]
 pub struct MCache {
     /// Index 0 is unused as a list; its counters count large objects.
     lists: [ClassCache; NUM_CLASSES],
@@ -102,11 +111,11 @@ pub struct MCache {
 
 // SAFETY: other threads reach a cache only through the registry, under its lock, and then only
 // touch the atomic counters and the registry links (which the lock guards); the `Cell` lists
-// are touched by the owning thread alone.
+// are touched by the owning thread alone; the two static placeholders are never written.
 unsafe impl Sync for MCache {}
 
 impl MCache {
-    const fn new() -> Self {
+    const fn new(state: u8) -> Self {
         MCache {
             lists: [const { ClassCache::new() }; NUM_CLASSES],
             large: [const { Cell::new((0, ptr::null_mut())) }; LARGE_SLOTS],
@@ -114,15 +123,36 @@ impl MCache {
             grown: Cell::new(0),
             large_alloc_bytes: AtomicU64::new(0),
             large_freed_bytes: AtomicU64::new(0),
-            state: Cell::new(UNINIT),
+            state: Cell::new(state),
             next: Cell::new(ptr::null()),
             prev: Cell::new(ptr::null()),
         }
     }
 }
 
+/// What a thread points at before its first call (see the module docs); never written.
+static UNINIT_CACHE: MCache = MCache::new(UNINIT);
+/// What a thread points at while setting up and after retiring; never written.
+static DEAD_CACHE: MCache = MCache::new(DIRECT);
+
 thread_local! {
-    static CACHE: MCache = const { MCache::new() };
+    /// This thread's cache: a registry node once activated, else a static placeholder.
+    static CURRENT: Cell<*const MCache> = const { Cell::new(&UNINIT_CACHE) };
+}
+
+/// Runs `f` on this thread's cache.
+#[inline(always)]
+fn with_cache<R>(f: impl FnOnce(&'static MCache) -> R) -> R {
+    CURRENT.with(|c| {
+        // SAFETY: CURRENT always points at a static placeholder or a registry node, and nodes
+        // are never unmapped.
+        f(unsafe { &*c.get() })
+    })
+}
+
+/// Points this thread at `c`.
+fn set_current(c: *const MCache) {
+    CURRENT.with(|cur| cur.set(c));
 }
 
 /// Counters of caches that have gone (and of DIRECT-mode operations), per class; class 0 counts
@@ -132,22 +162,74 @@ static RETIRED: [[AtomicU64; 2]; NUM_CLASSES] =
 /// Bytes of large objects allocated / freed by gone caches and in DIRECT mode.
 static RETIRED_LARGE_BYTES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
+/// The live cache nodes (for `stats()`), and the pool that makes and recycles nodes.
 struct Registry {
     head: *const MCache,
     count: usize,
+    /// Retired nodes, linked through `next`.
+    free: *const MCache,
+    chunk_cur: usize,
+    chunk_end: usize,
+    /// Bytes mapped for nodes (MemStats.mcache_sys).
+    sys: usize,
 }
-// SAFETY: the pointers name caches whose threads are alive; only used under the lock.
+// SAFETY: the pointers name nodes in memory that is never unmapped; only used under the lock.
 unsafe impl Send for Registry {}
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     head: ptr::null(),
     count: 0,
+    free: ptr::null(),
+    chunk_cur: 0,
+    chunk_end: 0,
+    sys: 0,
 });
+
+const NODE_CHUNK: usize = 64 * 1024;
+
+impl Registry {
+    /// A fresh `ACTIVE` node linked into the registry, or null if the OS refuses memory.
+    fn new_node(&mut self) -> *const MCache {
+        let node: *mut MCache = if !self.free.is_null() {
+            let n = self.free as *mut MCache;
+            // SAFETY: free nodes are valid and link through `next`.
+            self.free = unsafe { (*n).next.get() };
+            n
+        } else {
+            let size = core::mem::size_of::<MCache>();
+            if self.chunk_cur + size > self.chunk_end {
+                // SAFETY: non-zero length.
+                let chunk = unsafe { crate::os::map(NODE_CHUNK) };
+                if chunk.is_null() {
+                    return ptr::null();
+                }
+                self.chunk_cur = chunk as usize;
+                self.chunk_end = chunk as usize + NODE_CHUNK;
+                self.sys += NODE_CHUNK;
+            }
+            let n = self.chunk_cur as *mut MCache;
+            self.chunk_cur += size;
+            n
+        };
+        // SAFETY: `node` is unused, aligned memory for one MCache (chunks are page-aligned and
+        // the size is a multiple of the alignment); nobody else can reach it.
+        unsafe {
+            node.write(MCache::new(ACTIVE));
+            (*node).next.set(self.head);
+            if !self.head.is_null() {
+                (*self.head).prev.set(node);
+            }
+        }
+        self.head = node;
+        self.count += 1;
+        node
+    }
+}
 
 /// Allocates one object of `class`. Null only if the OS refused memory.
 #[inline(always)]
 pub fn alloc(class: usize) -> *mut u8 {
-    CACHE.with(|c| {
+    with_cache(|c| {
         debug_assert!(class > 0 && class < NUM_CLASSES);
         // SAFETY: class comes from the size-class tables, so it is in bounds.
         let l = unsafe { c.lists.get_unchecked(class) };
@@ -159,7 +241,7 @@ pub fn alloc(class: usize) -> *mut u8 {
             bump(&l.nmalloc);
             return h;
         }
-        c.alloc_slow(class)
+        alloc_slow(c, class)
     })
 }
 
@@ -169,7 +251,7 @@ pub fn alloc(class: usize) -> *mut u8 {
 /// `p` was allocated for `class` by this allocator and is not used any more.
 #[inline(always)]
 pub unsafe fn free(class: usize, p: *mut u8) {
-    CACHE.with(|c| {
+    with_cache(|c| {
         debug_assert!(class > 0 && class < NUM_CLASSES);
         // SAFETY: class comes from the size-class tables, so it is in bounds.
         let l = unsafe { c.lists.get_unchecked(class) };
@@ -183,20 +265,46 @@ pub unsafe fn free(class: usize, p: *mut u8) {
             return;
         }
         // SAFETY: forwarded precondition.
-        unsafe { c.free_slow(class, p) }
+        unsafe { free_slow(c, class, p) }
     })
 }
 
+#[cold]
+#[inline(never)]
+fn alloc_slow(c: &'static MCache, class: usize) -> *mut u8 {
+    let c = if c.state.get() == UNINIT {
+        activate()
+    } else {
+        c
+    };
+    if c.state.get() != ACTIVE {
+        return direct_alloc(class);
+    }
+    c.refill(class)
+}
+
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(c: &'static MCache, class: usize, p: *mut u8) {
+    let c = if c.state.get() == UNINIT {
+        activate()
+    } else {
+        c
+    };
+    if c.state.get() != ACTIVE {
+        // SAFETY: forwarded precondition.
+        unsafe { direct_free(class, p) };
+        return;
+    }
+    // SAFETY: forwarded precondition.
+    unsafe { c.push_overflowing(class, p) }
+}
+
 impl MCache {
-    #[cold]
-    #[inline(never)]
-    fn alloc_slow(&self, class: usize) -> *mut u8 {
-        if self.state.get() == UNINIT {
-            self.activate();
-        }
-        if self.state.get() != ACTIVE {
-            return direct_alloc(class);
-        }
+    /// Refills the empty list of `class` with a batch and returns one object of it.
+    fn refill(&self, class: usize) -> *mut u8 {
         let b = CENTRAL[class].refill(&HEAP, class, CLASS_BATCH[class]);
         if b.len == 0 {
             return ptr::null_mut();
@@ -210,17 +318,11 @@ impl MCache {
         obj
     }
 
-    #[cold]
-    #[inline(never)]
-    unsafe fn free_slow(&self, class: usize, p: *mut u8) {
-        if self.state.get() == UNINIT {
-            self.activate();
-        }
-        if self.state.get() != ACTIVE {
-            // SAFETY: forwarded precondition.
-            unsafe { direct_free(class, p) };
-            return;
-        }
+    /// Pushes `p` onto a full list, then grows the bound or spills a batch.
+    ///
+    /// # Safety
+    /// As for [`free`]; `self` is this thread's active node.
+    unsafe fn push_overflowing(&self, class: usize, p: *mut u8) {
         let l = &self.lists[class];
         // SAFETY: `p` is free (precondition).
         unsafe { (p as *mut *mut u8).write(l.head.get()) };
@@ -289,34 +391,6 @@ impl MCache {
         }
     }
 
-    /// First use on this thread: arm the exit hook and register for stats.
-    #[cold]
-    fn activate(&self) {
-        // Anything this thread allocates while we set up goes straight to central.
-        self.state.set(DIRECT);
-        let Some(key) = exit_key() else {
-            return;
-        };
-        {
-            let mut r = REGISTRY.lock();
-            self.prev.set(ptr::null());
-            self.next.set(r.head);
-            if !r.head.is_null() {
-                // SAFETY: registered caches are alive; links are ours under the lock.
-                unsafe { (*r.head).prev.set(self) };
-            }
-            r.head = self;
-            r.count += 1;
-        }
-        // SAFETY: the key is valid; a non-null value makes glibc call our destructor at exit.
-        if unsafe { libc::pthread_setspecific(key, ptr::dangling::<libc::c_void>()) } != 0 {
-            self.unregister();
-            return;
-        }
-        self.reset_bounds();
-        self.state.set(ACTIVE);
-    }
-
     /// Every list's bound back to two batches.
     fn reset_bounds(&self) {
         for class in 1..NUM_CLASSES {
@@ -324,26 +398,58 @@ impl MCache {
         }
         self.grown.set(0);
     }
+}
 
-    /// Thread exit: return everything, fold the counters into the retired totals, and serve
-    /// any later request of this thread directly.
-    fn retire(&self) {
-        if self.state.get() != ACTIVE {
-            return;
-        }
-        self.state.set(DIRECT);
-        for class in 1..NUM_CLASSES {
-            self.lists[class].max.set(0);
-        }
-        self.flush();
-        self.unregister();
+/// First use on this thread: take a node, register it, arm the exit hook. Returns the cache to
+/// use from now on (the node, or `DEAD_CACHE` if any step failed).
+#[cold]
+fn activate() -> &'static MCache {
+    // Anything this thread allocates while we set up goes straight to central.
+    set_current(&DEAD_CACHE);
+    let Some(key) = exit_key() else {
+        return &DEAD_CACHE;
+    };
+    let node = REGISTRY.lock().new_node();
+    if node.is_null() {
+        return &DEAD_CACHE;
     }
-
-    fn unregister(&self) {
+    // SAFETY: nodes are never unmapped.
+    let node: &'static MCache = unsafe { &*node };
+    // SAFETY: the key is valid; a non-null value makes glibc call our destructor at exit.
+    if unsafe { libc::pthread_setspecific(key, ptr::dangling::<libc::c_void>()) } != 0 {
         let mut r = REGISTRY.lock();
-        // SAFETY: we are registered; neighbours are alive; links are guarded by the lock.
-        unsafe { unlink(&mut r, self) };
+        // SAFETY: the node is registered and empty; we hold the lock.
+        unsafe { retire_node(&mut r, node) };
+        return &DEAD_CACHE;
     }
+    node.reset_bounds();
+    set_current(node);
+    node
+}
+
+/// Thread exit: return everything, fold the counters into the retired totals, recycle the node,
+/// and serve any later request of this thread directly.
+fn retire_current() {
+    let c = with_cache(|c| c);
+    if c.state.get() != ACTIVE {
+        return;
+    }
+    set_current(&DEAD_CACHE);
+    c.flush();
+    let mut r = REGISTRY.lock();
+    // SAFETY: `c` is this thread's registered node, now empty; we hold the lock.
+    unsafe { retire_node(&mut r, c) };
+}
+
+/// Unlinks `c`, folds its counters into `RETIRED` and puts the node on the free list.
+///
+/// # Safety
+/// `c` is a registered node that no thread will use again; the caller holds the registry lock.
+unsafe fn retire_node(r: &mut Registry, c: &MCache) {
+    // SAFETY: forwarded precondition.
+    unsafe { unlink(r, c) };
+    c.next.set(r.free);
+    r.free = c;
 }
 
 /// Removes `c` from the registry, folding its counters into `RETIRED`.
@@ -403,7 +509,7 @@ unsafe fn direct_free(class: usize, p: *mut u8) {
 /// A cached large span of exactly `npages` pages, or null.
 #[inline]
 pub fn take_large(npages: usize) -> *mut Span {
-    CACHE.with(|c| {
+    with_cache(|c| {
         for slot in &c.large {
             let (n, s) = slot.get();
             if n == npages {
@@ -427,7 +533,7 @@ pub unsafe fn put_large(s: *mut Span) -> bool {
     // SAFETY: `s` is a live large span (precondition).
     let npages = unsafe { (*s).npages };
     let bytes = npages << PAGE_SHIFT;
-    CACHE.with(|c| {
+    with_cache(|c| {
         if c.state.get() != ACTIVE
             || npages > LARGE_SPAN_MAX_PAGES
             || c.large_bytes.get() + bytes > LARGE_CACHE_BYTES
@@ -450,7 +556,7 @@ pub unsafe fn put_large(s: *mut Span) -> bool {
 /// Counts a large object of `bytes` allocated (`alloc`) or freed on this thread.
 #[inline]
 pub fn count_large(alloc: bool, bytes: usize) {
-    CACHE.with(|c| {
+    with_cache(|c| {
         let (n, b) = if alloc {
             (&c.lists[0].nmalloc, &c.large_alloc_bytes)
         } else {
@@ -472,7 +578,7 @@ pub fn count_large(alloc: bool, bytes: usize) {
 
 /// Records an in-place resize of a large object from `old` to `new` bytes.
 pub fn count_large_resize(old: usize, new: usize) {
-    CACHE.with(|c| {
+    with_cache(|c| {
         let (b, d, i) = if new > old {
             (&c.large_alloc_bytes, new - old, 0)
         } else {
@@ -491,7 +597,7 @@ pub fn count_large_resize(old: usize, new: usize) {
 
 /// Returns this thread's cached objects to the central lists (they stay cacheable).
 pub fn flush_current() {
-    CACHE.with(|c| {
+    with_cache(|c| {
         if c.state.get() == ACTIVE {
             c.flush();
             c.reset_bounds();
@@ -510,8 +616,11 @@ pub fn sum_counters(out: &mut [[u64; 2]; NUM_CLASSES], large_bytes: &mut [u64; 2
     large_bytes[0] += RETIRED_LARGE_BYTES[0].load(Ordering::Relaxed);
     large_bytes[1] += RETIRED_LARGE_BYTES[1].load(Ordering::Relaxed);
     let mut c = r.head;
-    while !c.is_null() {
-        // SAFETY: registered caches are alive while we hold the lock; we read atomics only.
+    for _ in 0..r.count {
+        if c.is_null() {
+            break;
+        }
+        // SAFETY: registered nodes are valid memory (never unmapped); we read atomics only.
         unsafe {
             large_bytes[0] += (*c).large_alloc_bytes.load(Ordering::Relaxed);
             large_bytes[1] += (*c).large_freed_bytes.load(Ordering::Relaxed);
@@ -527,6 +636,12 @@ pub fn sum_counters(out: &mut [[u64; 2]; NUM_CLASSES], large_bytes: &mut [u64; 2
 /// Number of live registered thread caches.
 pub fn live_caches() -> usize {
     REGISTRY.lock().count
+}
+
+/// Bytes of cache nodes in use, and mapped (Go's `MCacheInuse`, `MCacheSys`).
+pub fn node_stats() -> (usize, usize) {
+    let r = REGISTRY.lock();
+    (r.count * core::mem::size_of::<MCache>(), r.sys)
 }
 
 // ---- the exit hook ------------------------------------------------------------------------
@@ -563,7 +678,7 @@ fn exit_key() -> Option<libc::pthread_key_t> {
 }
 
 extern "C" fn on_thread_exit(_: *mut libc::c_void) {
-    CACHE.with(|c| c.retire());
+    retire_current();
 }
 
 // ---- fork ---------------------------------------------------------------------------------
@@ -586,16 +701,16 @@ pub fn reset_key_after_fork_child() {
 /// # Safety
 /// In the child after `fork()`, single-threaded.
 pub unsafe fn reset_registry_after_fork_child() {
-    let me = CACHE.with(|c| c as *const MCache);
+    let me = with_cache(|c| c as *const MCache);
     let mut r = REGISTRY.lock();
     let mut c = r.head;
     while !c.is_null() {
-        // SAFETY: the other threads' caches are still mapped in the child (a copy of their
-        // stacks' TLS); we read and unlink them under the lock.
+        // SAFETY: registered nodes are valid memory; their threads do not exist in the child,
+        // so we fold their counters and recycle them (their cached objects are abandoned).
         unsafe {
             let next = (*c).next.get();
             if c != me {
-                unlink(&mut r, &*c);
+                retire_node(&mut r, &*c);
             }
             c = next;
         }

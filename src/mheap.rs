@@ -791,7 +791,11 @@ mod tests {
                 h.shrink_in_place(s, 8);
             }
         }
-        assert_eq!(h.stats().span_inuse, baseline, "grow_in_place leaked descriptors");
+        assert_eq!(
+            h.stats().span_inuse,
+            baseline,
+            "grow_in_place leaked descriptors"
+        );
         // SAFETY: live span of ours.
         unsafe { h.free(s) };
     }

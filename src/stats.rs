@@ -50,6 +50,9 @@ pub struct MemStats {
     /// Bytes of span descriptors in use / obtained from the OS.
     pub mspan_inuse: u64,
     pub mspan_sys: u64,
+    /// Bytes of thread-cache nodes in use / obtained from the OS.
+    pub mcache_inuse: u64,
+    pub mcache_sys: u64,
     /// Other metadata: page-map arena tables and the huge-block table.
     pub other_sys: u64,
     /// Per size class; index is the class, index 0 unused (large objects).
@@ -86,10 +89,11 @@ pub fn read() -> MemStats {
     let heap_sys = heap.sys as u64 + huge_mapped;
     let mspan_sys = heap.span_sys as u64;
     let other_sys = heap.meta_sys as u64 + huge::TABLE_SYS.load(Ordering::Relaxed);
+    let (mcache_inuse, mcache_sys) = mcache::node_stats();
     MemStats {
         alloc: heap_alloc,
         total_alloc: total_alloc + la,
-        sys: heap_sys + mspan_sys + other_sys,
+        sys: heap_sys + mspan_sys + mcache_sys as u64 + other_sys,
         mallocs,
         frees,
         heap_alloc,
@@ -100,6 +104,8 @@ pub fn read() -> MemStats {
         heap_objects: mallocs.saturating_sub(frees),
         mspan_inuse: heap.span_inuse as u64,
         mspan_sys,
+        mcache_inuse: mcache_inuse as u64,
+        mcache_sys: mcache_sys as u64,
         other_sys,
         by_size,
     }
@@ -155,6 +161,8 @@ impl fmt::Display for MemStats {
         writeln!(f, "# HeapObjects = {}", self.heap_objects)?;
         writeln!(f, "# MSpanInuse = {}", self.mspan_inuse)?;
         writeln!(f, "# MSpanSys = {}", self.mspan_sys)?;
+        writeln!(f, "# MCacheInuse = {}", self.mcache_inuse)?;
+        writeln!(f, "# MCacheSys = {}", self.mcache_sys)?;
         writeln!(f, "# OtherSys = {}", self.other_sys)?;
         write!(f, "# BySize (size: mallocs/frees, classes with traffic) =")?;
         for b in self.by_size.iter().skip(1).filter(|b| b.mallocs > 0) {
