@@ -158,6 +158,13 @@ pub unsafe fn realloc(p: *mut u8, size: usize, align: usize, new_size: usize) ->
             if let Some(q) = unsafe { realloc_large_in_place(p, new_size) } {
                 return q;
             }
+            if new_size > size && align <= PAGE_SIZE {
+                // SAFETY: forwarded precondition.
+                let q = unsafe { realloc_large_move(p, size, new_size) };
+                if !q.is_null() {
+                    return q;
+                }
+            }
         }
     } else if is_huge(new_size, align) {
         // SAFETY: `p` is a live huge block (precondition). mremap may move the block only if
@@ -180,6 +187,32 @@ pub unsafe fn realloc(p: *mut u8, size: usize, align: usize, new_size: usize) ->
         }
     }
     q
+}
+
+/// Moves a growing large block to a span with room after it (so its next growth can stay in
+/// place), and gives the old span straight back to the heap, where it merges with its
+/// neighbours instead of waiting in the thread's large-span cache. Null if no memory.
+///
+/// # Safety
+/// `p` is a live large (not huge) block of `size` bytes; `new_size > size` is large too.
+unsafe fn realloc_large_move(p: *mut u8, size: usize, new_size: usize) -> *mut u8 {
+    let Some(bytes) = os::round_up(new_size, PAGE_SIZE) else {
+        return ptr::null_mut();
+    };
+    let s = HEAP.alloc_for_growth(bytes >> PAGE_SHIFT);
+    if s.is_null() {
+        return ptr::null_mut();
+    }
+    let old = large_span(p, "realloc of a pointer not allocated by gomalloc (large)");
+    // SAFETY: `s` is a fresh large span of ours, `old` the live span of `p`; they are distinct.
+    unsafe {
+        let q = (*s).start as *mut u8;
+        ptr::copy_nonoverlapping(p, q, size);
+        mcache::count_large(true, (*s).bytes());
+        mcache::count_large(false, (*old).bytes());
+        HEAP.free(old);
+        q
+    }
 }
 
 /// # Safety

@@ -133,6 +133,25 @@ impl MHeap {
         s
     }
 
+    /// A large span of `npages` pages for a block that is growing by realloc: taken from the
+    /// front of the roomiest backed free run (at least twice the size) when there is one, so
+    /// that the next growth can happen in place; else as [`MHeap::alloc`].
+    pub fn alloc_for_growth(&self, npages: usize) -> *mut Span {
+        let mut h = self.inner.lock();
+        let roomy = h.roomiest(npages.saturating_mul(2));
+        if roomy.is_null() {
+            drop(h);
+            return self.alloc(npages, 0);
+        }
+        // SAFETY: `roomy` is a free span on our lists with at least `npages` pages.
+        unsafe {
+            h.remove_free(roomy);
+            h.take_front(roomy, npages);
+            h.publish(roomy, 0);
+        }
+        roomy
+    }
+
     /// A large span of `npages` pages whose start is aligned to `align` bytes (> PAGE_SIZE).
     pub fn alloc_aligned(&self, npages: usize, align: usize) -> *mut Span {
         let extra = align / PAGE_SIZE - 1;
@@ -394,6 +413,28 @@ impl HeapInner {
             (*part).idle_since = os::now_ms();
             self.insert_coalesced(part);
         }
+    }
+
+    /// The biggest backed (not fully released) free span with at least `n` pages, or null.
+    fn roomiest(&self, n: usize) -> *mut Span {
+        let mut best: *mut Span = ptr::null_mut();
+        let mut s = self.large.head;
+        while !s.is_null() {
+            // SAFETY: spans on our lists are valid.
+            unsafe {
+                if (*s).npages >= n
+                    && !fully_released(s)
+                    && (best.is_null() || (*s).npages > (*best).npages)
+                {
+                    best = s;
+                }
+                s = (*s).next;
+            }
+        }
+        if best.is_null() && n <= MAX_BUCKET && self.free_mask >> (n - 1) != 0 {
+            best = self.free[128 - self.free_mask.leading_zeros() as usize].head;
+        }
+        best
     }
 
     /// The best free span with at least `n` pages, or null.
