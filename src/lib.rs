@@ -14,7 +14,7 @@
 //! | Go's name   | module       | what it does |
 //! |-------------|--------------|--------------|
 //! | mallocgc    | `malloc`     | picks small / large / huge for a request |
-//! | sizeclasses | [`size_class`] | ~67 object sizes, O(1) lookup |
+//! | sizeclasses | [`size_class`] | 66 object sizes (+ class 0 = large), O(1) lookup |
 //! | mcache      | `mcache`     | per-thread free lists, no locks |
 //! | mcentral    | `mcentral`   | per-class lists of spans + transfer cache, one lock each |
 //! | mheap       | `mheap`      | 8 KiB pages in 64 MiB arenas, free-run coalescing, scavenger |
