@@ -28,6 +28,8 @@
 //! `fork()`; `sync` is the one place locks and atomics come from.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+// Under loom only the structures with models are built; the rest of their API goes unused.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 #![allow(clippy::missing_safety_doc)]
 // Loops over size classes index several parallel per-class tables; constructors are `const fn`
 // for statics, where `Default` would not help.
