@@ -2,8 +2,9 @@
 # The test command: everything CI checks, runnable on a fresh machine with Rust installed.
 #   bash ci/test.sh
 # Steps: format and lint, the unit + integration + doc tests in release mode (the integration
-# test binaries run on GoMalloc as their global allocator), the loom models, and the callgrind
-# count of the fast path when valgrind is present.
+# test binaries run on GoMalloc as their global allocator), the same again with the checking
+# mode (feature `checked`), the loom models, and the callgrind count of the fast path when
+# valgrind is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -32,6 +33,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --release (unit, integration, doc)"
 cargo test --release --workspace 2>&1 | tee -a "$log"
+
+step "checking mode: cargo test --release --features checked (every test, plus tests/checked.rs)"
+cargo clippy -p gomalloc --all-targets --features checked -- -D warnings
+cargo test --release -p gomalloc --features checked 2>&1 | tee -a "$log"
 
 step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=2})"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS CARGO_TARGET_DIR=target/loom \

@@ -48,6 +48,8 @@ pub mod size_class;
 pub mod span;
 mod sync;
 
+#[cfg(all(feature = "checked", not(loom)))]
+mod check;
 #[cfg(not(loom))]
 mod fork;
 #[cfg(not(loom))]

@@ -25,30 +25,71 @@ fn is_huge(size: usize, align: usize) -> bool {
     size >= HUGE_THRESHOLD || align > HUGE_ALIGN
 }
 
+/// Room a block gets beyond its size: the canary of the checking mode, else nothing.
+#[cfg(feature = "checked")]
+use crate::check::{self, Kind, CANARY};
+#[cfg(not(feature = "checked"))]
+const CANARY: usize = 0;
+
+/// The bytes a request of `size` takes (`Layout` sizes are at most `isize::MAX`, so no overflow).
+#[inline(always)]
+const fn req(size: usize) -> usize {
+    size + CANARY
+}
+
+/// How the checking mode names the path of a request.
+#[cfg(feature = "checked")]
+fn kind(class: usize, size: usize, align: usize) -> Kind {
+    if class != 0 {
+        Kind::Small(class)
+    } else if is_huge(req(size), align) {
+        Kind::Huge
+    } else {
+        Kind::Large
+    }
+}
+
 /// Allocates `size` bytes aligned to `align` (a power of two).
 #[inline(always)]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
-    let class = class_for_layout(size, align);
-    if class != 0 {
+    let class = class_for_layout(req(size), align);
+    let p = if class != 0 {
         mcache::alloc(class)
     } else {
-        alloc_large(size, align, false)
+        alloc_large(req(size), align, false)
+    };
+    #[cfg(feature = "checked")]
+    if !p.is_null() {
+        // SAFETY: `p` was just allocated for this request, with room for the canary.
+        unsafe { check::after_alloc(p, size, kind(class, size, align)) };
     }
+    p
 }
 
 /// As [`alloc`], with the memory zeroed.
 #[inline]
 pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    let class = class_for_layout(size, align);
+    let class = class_for_layout(req(size), align);
     if class != 0 {
         let p = mcache::alloc(class);
         if !p.is_null() {
+            #[cfg(feature = "checked")]
+            // SAFETY: `p` was just allocated for this request, with room for the canary.
+            unsafe {
+                check::after_alloc(p, size, Kind::Small(class))
+            };
             // SAFETY: `p` is a fresh block of at least `size` bytes.
             unsafe { ptr::write_bytes(p, 0, size) };
         }
         p
     } else {
-        alloc_large(size, align, true)
+        let p = alloc_large(req(size), align, true);
+        #[cfg(feature = "checked")]
+        if !p.is_null() {
+            // SAFETY: `p` was just allocated for this request, with room for the canary.
+            unsafe { check::after_alloc(p, size, kind(class, size, align)) };
+        }
+        p
     }
 }
 
@@ -58,13 +99,18 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// `p` came from [`alloc`] (or a sibling) with this size and alignment and is dead.
 #[inline(always)]
 pub unsafe fn dealloc(p: *mut u8, size: usize, align: usize) {
-    let class = class_for_layout(size, align);
+    let class = class_for_layout(req(size), align);
+    #[cfg(feature = "checked")]
+    // SAFETY: the check trusts `p` only after finding it in gomalloc's own tables.
+    unsafe {
+        check::before_free(p, size, kind(class, size, align))
+    };
     if class != 0 {
         // SAFETY: forwarded precondition.
         unsafe { mcache::free(class, p) }
     } else {
         // SAFETY: forwarded precondition.
-        unsafe { dealloc_large(p, size, align) }
+        unsafe { dealloc_large(p, req(size), align) }
     }
 }
 
@@ -146,6 +192,37 @@ unsafe fn dealloc_large(p: *mut u8, size: usize, align: usize) {
 /// # Safety
 /// `p` came from this allocator with `(size, align)` and `new_size` does not overflow a Layout.
 pub unsafe fn realloc(p: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8 {
+    // The checking mode always moves, so both blocks go through the checks.
+    #[cfg(feature = "checked")]
+    // SAFETY: forwarded precondition.
+    return unsafe { realloc_move(p, size, align, new_size) };
+    #[cfg(not(feature = "checked"))]
+    // SAFETY: forwarded precondition.
+    unsafe {
+        realloc_fast(p, size, align, new_size)
+    }
+}
+
+/// Realloc by allocating, copying and freeing.
+///
+/// # Safety
+/// As for [`realloc`].
+unsafe fn realloc_move(p: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8 {
+    let q = alloc(new_size, align);
+    if !q.is_null() {
+        // SAFETY: both blocks are live and distinct; we copy what both can hold.
+        unsafe {
+            ptr::copy_nonoverlapping(p, q, size.min(new_size));
+            dealloc(p, size, align);
+        }
+    }
+    q
+}
+
+/// # Safety
+/// As for [`realloc`].
+#[cfg_attr(feature = "checked", allow(dead_code))]
+unsafe fn realloc_fast(p: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8 {
     let old_class = class_for_layout(size, align);
     let new_class = class_for_layout(new_size, align);
     if old_class != 0 {
@@ -178,15 +255,8 @@ pub unsafe fn realloc(p: *mut u8, size: usize, align: usize, new_size: usize) ->
             return q;
         }
     }
-    let q = alloc(new_size, align);
-    if !q.is_null() {
-        // SAFETY: both blocks are live and distinct; we copy what both can hold.
-        unsafe {
-            ptr::copy_nonoverlapping(p, q, size.min(new_size));
-            dealloc(p, size, align);
-        }
-    }
-    q
+    // SAFETY: forwarded precondition.
+    unsafe { realloc_move(p, size, align, new_size) }
 }
 
 /// Moves a growing large block to a span with room after it (so its next growth can stay in
@@ -238,6 +308,14 @@ unsafe fn realloc_large_in_place(p: *mut u8, new_size: usize) -> Option<*mut u8>
 
 /// Usable bytes of the live block at `p` (0 if gomalloc does not know it).
 pub fn usable_size(p: *const u8) -> usize {
+    #[cfg(feature = "checked")]
+    return check::usable_size(p);
+    #[cfg(not(feature = "checked"))]
+    usable_size_fast(p)
+}
+
+#[cfg_attr(feature = "checked", allow(dead_code))]
+fn usable_size_fast(p: *const u8) -> usize {
     let s = pagemap::span_of(p as usize);
     if !s.is_null() {
         // SAFETY: a live descriptor from the page map.

@@ -535,6 +535,8 @@ pub unsafe fn put_large(s: *mut Span) -> bool {
     let bytes = npages << PAGE_SHIFT;
     with_cache(|c| {
         if c.state.get() != ACTIVE
+            // A cached span would hide a double free from the checked mode.
+            || cfg!(feature = "checked")
             || npages > LARGE_SPAN_MAX_PAGES
             || c.large_bytes.get() + bytes > LARGE_CACHE_BYTES
         {

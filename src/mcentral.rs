@@ -196,6 +196,8 @@ impl CentralInner {
                         let o =
                             ((*s).start + (*s).bump as usize * (*s).elem_size as usize) as *mut u8;
                         (*s).bump += 1;
+                        #[cfg(feature = "checked")]
+                        crate::check::poison(o, (*s).elem_size as usize);
                         o
                     } else {
                         break;

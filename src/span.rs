@@ -51,6 +51,10 @@ pub struct Span {
     pub released: usize,
     /// `FREE`: when the newest part of the span became idle (`os::now_ms`).
     pub idle_since: u64,
+    /// `checked` builds, `SMALL` spans: one bit per object, set while the object is handed to
+    /// the program (so a second free of it is seen).
+    #[cfg(feature = "checked")]
+    pub alloc_bits: [core::sync::atomic::AtomicU64; 16],
 }
 
 impl Span {
@@ -84,6 +88,8 @@ impl Span {
             freelist: ptr::null_mut(),
             released: 0,
             idle_since: 0,
+            #[cfg(feature = "checked")]
+            alloc_bits: [const { core::sync::atomic::AtomicU64::new(0) }; 16],
         };
     }
 }
