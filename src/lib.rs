@@ -36,6 +36,7 @@
 #![allow(clippy::needless_range_loop, clippy::new_without_default)]
 
 mod diag;
+mod fixalloc;
 #[doc(hidden)]
 pub mod mcentral;
 #[doc(hidden)]

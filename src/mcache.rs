@@ -41,6 +41,7 @@
 //! Locks: none on the fast path. The registry lock is taken to register, retire and read
 //! counters, never while a central or heap lock is held.
 
+use crate::fixalloc::FixAlloc;
 use crate::mcentral::Batch;
 use crate::size_class::{CLASS_BATCH, NUM_CLASSES, PAGE_SHIFT};
 use crate::span::Span;
@@ -166,12 +167,8 @@ static RETIRED_LARGE_BYTES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(
 struct Registry {
     head: *const MCache,
     count: usize,
-    /// Retired nodes, linked through `next`.
-    free: *const MCache,
-    chunk_cur: usize,
-    chunk_end: usize,
-    /// Bytes mapped for nodes (MemStats.mcache_sys).
-    sys: usize,
+    /// Where nodes come from and retired ones go back to.
+    nodes: FixAlloc,
 }
 // SAFETY: the pointers name nodes in memory that is never unmapped; only used under the lock.
 unsafe impl Send for Registry {}
@@ -179,38 +176,16 @@ unsafe impl Send for Registry {}
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     head: ptr::null(),
     count: 0,
-    free: ptr::null(),
-    chunk_cur: 0,
-    chunk_end: 0,
-    sys: 0,
+    nodes: FixAlloc::new(core::mem::size_of::<MCache>()),
 });
-
-const NODE_CHUNK: usize = 64 * 1024;
 
 impl Registry {
     /// A fresh `ACTIVE` node linked into the registry, or null if the OS refuses memory.
     fn new_node(&mut self) -> *const MCache {
-        let node: *mut MCache = if !self.free.is_null() {
-            let n = self.free as *mut MCache;
-            // SAFETY: free nodes are valid and link through `next`.
-            self.free = unsafe { (*n).next.get() };
-            n
-        } else {
-            let size = core::mem::size_of::<MCache>();
-            if self.chunk_cur + size > self.chunk_end {
-                // SAFETY: non-zero length.
-                let chunk = unsafe { crate::os::map(NODE_CHUNK) };
-                if chunk.is_null() {
-                    return ptr::null();
-                }
-                self.chunk_cur = chunk as usize;
-                self.chunk_end = chunk as usize + NODE_CHUNK;
-                self.sys += NODE_CHUNK;
-            }
-            let n = self.chunk_cur as *mut MCache;
-            self.chunk_cur += size;
-            n
-        };
+        let node = self.nodes.alloc() as *mut MCache;
+        if node.is_null() {
+            return ptr::null();
+        }
         // SAFETY: `node` is unused, aligned memory for one MCache (chunks are page-aligned and
         // the size is a multiple of the alignment); nobody else can reach it.
         unsafe {
@@ -448,8 +423,8 @@ fn retire_current() {
 unsafe fn retire_node(r: &mut Registry, c: &MCache) {
     // SAFETY: forwarded precondition.
     unsafe { unlink(r, c) };
-    c.next.set(r.free);
-    r.free = c;
+    // SAFETY: the node came from this pool and no thread uses it any more (precondition).
+    unsafe { r.nodes.free(c as *const MCache as *mut u8) };
 }
 
 /// Removes `c` from the registry, folding its counters into `RETIRED`.
@@ -643,7 +618,7 @@ pub fn live_caches() -> usize {
 /// Bytes of cache nodes in use, and mapped (Go's `MCacheInuse`, `MCacheSys`).
 pub fn node_stats() -> (usize, usize) {
     let r = REGISTRY.lock();
-    (r.count * core::mem::size_of::<MCache>(), r.sys)
+    (r.nodes.inuse * core::mem::size_of::<MCache>(), r.nodes.sys)
 }
 
 // ---- the exit hook ------------------------------------------------------------------------

@@ -299,8 +299,8 @@ impl MHeap {
             sys: h.sys,
             inuse: h.inuse,
             released: h.released_bytes,
-            span_sys: h.pool.sys,
-            span_inuse: h.pool.inuse * core::mem::size_of::<Span>(),
+            span_sys: h.pool.sys(),
+            span_inuse: h.pool.inuse() * core::mem::size_of::<Span>(),
             meta_sys: h.meta_sys,
             free_spans,
         }

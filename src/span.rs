@@ -1,8 +1,8 @@
 //! Spans: runs of 8 KiB pages, the unit the page heap hands out (Go's `mspan`).
 //!
-//! Owns: the [`Span`] descriptor, the intrusive doubly linked [`SpanList`], and [`SpanPool`], the
-//! fixed-size allocator that makes span descriptors out of OS memory (Go's `fixalloc`), since
-//! the allocator cannot allocate its own metadata through itself.
+//! Owns: the [`Span`] descriptor, the intrusive doubly linked [`SpanList`], and [`SpanPool`],
+//! which makes descriptors with a `FixAlloc` (Go's `fixalloc`), since the allocator cannot
+//! allocate its own metadata through itself.
 //!
 //! A span is in exactly one state:
 //! - `FREE`: idle pages owned by the page heap, on one of its free lists; the page map points
@@ -16,7 +16,7 @@
 //! while `SMALL`. Descriptors are never returned to the OS, so a stale page-map entry always
 //! points at readable memory; [`Span::contains`] tells whether it is still the right span.
 
-use crate::os;
+use crate::fixalloc::FixAlloc;
 use core::ptr;
 
 pub const FREE: u8 = 0;
@@ -160,60 +160,26 @@ impl SpanList {
     }
 }
 
-/// A fixed-size allocator of [`Span`] descriptors backed by OS chunks (Go's `fixalloc`).
-/// Descriptors are recycled through a free list and never given back to the OS.
+/// Span descriptors, from a [`FixAlloc`] (never unmapped, so stale page-map entries stay
+/// readable; a freed descriptor has `npages == 0`, so it contains no address).
 pub struct SpanPool {
-    free: *mut Span,
-    chunk_cur: usize,
-    chunk_end: usize,
-    /// Bytes mapped for descriptors (MemStats.mspan_sys).
-    pub sys: usize,
-    /// Descriptors handed out and not yet returned.
-    pub inuse: usize,
+    fix: FixAlloc,
 }
-
-// SAFETY: the pool is only used under the page heap lock.
-unsafe impl Send for SpanPool {}
-
-const SPAN_CHUNK: usize = 64 * 1024;
 
 impl SpanPool {
     pub const fn new() -> Self {
         SpanPool {
-            free: ptr::null_mut(),
-            chunk_cur: 0,
-            chunk_end: 0,
-            sys: 0,
-            inuse: 0,
+            fix: FixAlloc::new(core::mem::size_of::<Span>()),
         }
     }
 
     /// A descriptor initialised for `[start, start + npages pages)`; null if the OS refuses.
     pub fn alloc(&mut self, start: usize, npages: usize) -> *mut Span {
-        let s = if !self.free.is_null() {
-            let s = self.free;
-            // SAFETY: free descriptors link through `next`.
-            self.free = unsafe { (*s).next };
-            s
-        } else {
-            let size = core::mem::size_of::<Span>();
-            if self.chunk_cur + size > self.chunk_end {
-                // SAFETY: non-zero length.
-                let chunk = unsafe { os::map(SPAN_CHUNK) };
-                if chunk.is_null() {
-                    return ptr::null_mut();
-                }
-                self.chunk_cur = chunk as usize;
-                self.chunk_end = chunk as usize + SPAN_CHUNK;
-                self.sys += SPAN_CHUNK;
-            }
-            let s = self.chunk_cur as *mut Span;
-            self.chunk_cur += size;
-            s
-        };
-        // SAFETY: `s` points at memory reserved for one Span and owned by the pool's user.
-        unsafe { (*s).init(start, npages) };
-        self.inuse += 1;
+        let s = self.fix.alloc() as *mut Span;
+        if !s.is_null() {
+            // SAFETY: `s` is memory for one Span, ours alone.
+            unsafe { (*s).init(start, npages) };
+        }
         s
     }
 
@@ -221,15 +187,23 @@ impl SpanPool {
     ///
     /// # Safety
     /// `s` came from this pool, and nothing links to it any more (stale page-map entries may
-    /// still read it, which is why it is never unmapped).
+    /// still read it).
     pub unsafe fn free(&mut self, s: *mut Span) {
         // SAFETY: `s` is a descriptor of ours that nobody else uses.
         unsafe {
             (*s).state = FREE;
             (*s).npages = 0;
-            (*s).next = self.free;
+            self.fix.free(s as *mut u8);
         }
-        self.free = s;
-        self.inuse -= 1;
+    }
+
+    /// Bytes mapped for descriptors (MemStats.mspan_sys).
+    pub fn sys(&self) -> usize {
+        self.fix.sys
+    }
+
+    /// Descriptors in use.
+    pub fn inuse(&self) -> usize {
+        self.fix.inuse
     }
 }
