@@ -19,6 +19,7 @@
 //! | mcentral    | `mcentral`   | per-class lists of spans + transfer cache, one lock each |
 //! | mheap       | `mheap`      | 8 KiB pages in 64 MiB arenas, free-run coalescing, scavenger |
 //! | mspan       | `span`       | a run of pages and its descriptor pool |
+//! | fixalloc    | `fixalloc`   | metadata cut from OS chunks, never unmapped |
 //! | heapArena   | `pagemap`    | address -> span in O(1) |
 //! | sysAlloc    | `os`         | mmap / munmap / madvise / mremap |
 //! | MemStats    | [`stats`]    | Go's statistics |
