@@ -22,7 +22,7 @@
 //! | fixalloc    | `fixalloc`   | metadata cut from OS chunks, never unmapped |
 //! | heapArena   | `pagemap`    | address -> span in O(1) |
 //! | sysAlloc    | `os`         | mmap / munmap / madvise / mremap |
-//! | MemStats    | [`stats`]    | Go's statistics |
+//! | MemStats    | `stats`      | Go's statistics |
 //!
 //! Huge requests (`HUGE_THRESHOLD` and up) are mapped on their own (`huge`); `scavenger` is the
 //! background thread that returns long-idle pages to the OS; `fork` keeps the locks sane across

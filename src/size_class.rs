@@ -1,5 +1,5 @@
 //! Size classes: which object size serves a request, and how many pages a span of that class
-//! takes. The table is generated at compile time by [`generate`], a port of Go's
+//! takes. The table is generated at compile time by `generate`, a port of Go's
 //! `mksizeclasses.go` with one change: from 16 bytes up every class is a multiple of 16, so every
 //! block of 16 bytes or more is 16-byte aligned (what C's `max_align_t` and most SIMD code want).
 //!

@@ -160,7 +160,7 @@ impl SpanList {
     }
 }
 
-/// Span descriptors, from a [`FixAlloc`] (never unmapped, so stale page-map entries stay
+/// Span descriptors, from a `FixAlloc` (never unmapped, so stale page-map entries stay
 /// readable; a freed descriptor has `npages == 0`, so it contains no address).
 pub struct SpanPool {
     fix: FixAlloc,
