@@ -7,8 +7,8 @@
 //! find a huge block without its `Layout`.
 //!
 //! Invariants: every live huge block has exactly one entry; its length is a multiple of the OS
-//! page. Locks: one `Mutex` around the table, taken last in the lock order; the system calls
-//! that map and unmap run outside it.
+//! page. Locks: one `Mutex` around the table, taken last in the lock order; `alloc` and `free`
+//! map and unmap outside it, `resize` holds it across `mremap` (so the entry moves atomically).
 
 use crate::os;
 use crate::sync::{AtomicU64, Mutex, Ordering, RawLock};

@@ -166,7 +166,6 @@ static RETIRED_LARGE_BYTES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(
 /// The live cache nodes (for `stats()`), and the pool that makes and recycles nodes.
 struct Registry {
     head: *const MCache,
-    count: usize,
     /// Where nodes come from and retired ones go back to.
     nodes: FixAlloc,
 }
@@ -175,7 +174,6 @@ unsafe impl Send for Registry {}
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     head: ptr::null(),
-    count: 0,
     nodes: FixAlloc::new(core::mem::size_of::<MCache>()),
 });
 
@@ -196,7 +194,6 @@ impl Registry {
             }
         }
         self.head = node;
-        self.count += 1;
         node
     }
 }
@@ -444,7 +441,6 @@ unsafe fn unlink(r: &mut Registry, c: &MCache) {
             (*next).prev.set(prev);
         }
     }
-    r.count -= 1;
     RETIRED_LARGE_BYTES[0].fetch_add(
         c.large_alloc_bytes.swap(0, Ordering::Relaxed),
         Ordering::Relaxed,
@@ -533,6 +529,18 @@ pub unsafe fn put_large(s: *mut Span) -> bool {
 /// Counts a large object of `bytes` allocated (`alloc`) or freed on this thread.
 #[inline]
 pub fn count_large(alloc: bool, bytes: usize) {
+    count_large_event(alloc, 1, bytes);
+}
+
+/// Records an in-place resize of a large object from `old` to `new` bytes.
+pub fn count_large_resize(old: usize, new: usize) {
+    count_large_event(new > old, 0, new.abs_diff(old));
+}
+
+/// Adds `objects` and `bytes` to this thread's allocated (`alloc`) or freed large-object
+/// counters, or to the retired totals if the thread has no active cache.
+fn count_large_event(alloc: bool, objects: u64, bytes: usize) {
+    let i = if alloc { 0 } else { 1 };
     with_cache(|c| {
         let (n, b) = if alloc {
             (&c.lists[0].nmalloc, &c.large_alloc_bytes)
@@ -540,34 +548,17 @@ pub fn count_large(alloc: bool, bytes: usize) {
             (&c.lists[0].nfree, &c.large_freed_bytes)
         };
         if c.state.get() == ACTIVE {
-            bump(n);
+            n.store(
+                n.load(Ordering::Relaxed).wrapping_add(objects),
+                Ordering::Relaxed,
+            );
             b.store(
                 b.load(Ordering::Relaxed).wrapping_add(bytes as u64),
                 Ordering::Relaxed,
             );
         } else {
-            let i = if alloc { 0 } else { 1 };
-            RETIRED[0][i].fetch_add(1, Ordering::Relaxed);
+            RETIRED[0][i].fetch_add(objects, Ordering::Relaxed);
             RETIRED_LARGE_BYTES[i].fetch_add(bytes as u64, Ordering::Relaxed);
-        }
-    })
-}
-
-/// Records an in-place resize of a large object from `old` to `new` bytes.
-pub fn count_large_resize(old: usize, new: usize) {
-    with_cache(|c| {
-        let (b, d, i) = if new > old {
-            (&c.large_alloc_bytes, new - old, 0)
-        } else {
-            (&c.large_freed_bytes, old - new, 1)
-        };
-        if c.state.get() == ACTIVE {
-            b.store(
-                b.load(Ordering::Relaxed).wrapping_add(d as u64),
-                Ordering::Relaxed,
-            );
-        } else {
-            RETIRED_LARGE_BYTES[i].fetch_add(d as u64, Ordering::Relaxed);
         }
     })
 }
@@ -593,7 +584,7 @@ pub fn sum_counters(out: &mut [[u64; 2]; NUM_CLASSES], large_bytes: &mut [u64; 2
     large_bytes[0] += RETIRED_LARGE_BYTES[0].load(Ordering::Relaxed);
     large_bytes[1] += RETIRED_LARGE_BYTES[1].load(Ordering::Relaxed);
     let mut c = r.head;
-    for _ in 0..r.count {
+    for _ in 0..r.nodes.inuse {
         if c.is_null() {
             break;
         }
@@ -612,7 +603,7 @@ pub fn sum_counters(out: &mut [[u64; 2]; NUM_CLASSES], large_bytes: &mut [u64; 2
 
 /// Number of live registered thread caches.
 pub fn live_caches() -> usize {
-    REGISTRY.lock().count
+    REGISTRY.lock().nodes.inuse
 }
 
 /// Bytes of cache nodes in use, and mapped (Go's `MCacheInuse`, `MCacheSys`).
