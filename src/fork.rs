@@ -7,7 +7,7 @@
 //! cannot deadlock against a thread that is allocating.
 
 use crate::sync::RawLock;
-use crate::{huge, mcache, scavenger, CENTRAL, HEAP};
+use crate::{huge, mcache, scavenger, CENTRAL, HEAPS};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -28,7 +28,9 @@ fn each_lock(mut f: impl FnMut(&dyn RawLock)) {
     for c in CENTRAL.iter() {
         f(c.lock_ref());
     }
-    f(HEAP.lock_ref());
+    for h in &HEAPS {
+        f(h.lock_ref());
+    }
     f(huge::lock_ref());
 }
 

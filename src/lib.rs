@@ -79,8 +79,13 @@ mod api {
     pub use crate::malloc::HUGE_THRESHOLD;
     pub use crate::stats::{BySize, MemStats};
 
-    /// The page heap shared by every thread.
-    pub(crate) static HEAP: MHeap = MHeap::new_global();
+    /// Shards of the page heap. Each thread allocates spans from one shard (chosen round-robin
+    /// when its cache is set up, over at most as many shards as there are CPUs); a span goes
+    /// back to the shard that handed it out. Each shard has its own lock and arenas, so threads
+    /// allocating large blocks do not queue behind one heap lock (jemalloc's arenas, at the
+    /// page-heap level only: small objects still meet in the shared central lists).
+    pub(crate) const NHEAPS: usize = 16;
+    pub(crate) static HEAPS: [MHeap; NHEAPS] = [const { MHeap::new_global() }; NHEAPS];
     /// One central list per size class.
     pub(crate) static CENTRAL: [MCentral; NUM_CLASSES] = [const { MCentral::new() }; NUM_CLASSES];
 
@@ -131,9 +136,11 @@ mod api {
     pub fn release_memory() {
         mcache::flush_current();
         for (class, c) in CENTRAL.iter().enumerate().skip(1) {
-            c.drain(&HEAP, class);
+            c.drain(class);
         }
-        HEAP.scavenge_all();
+        for h in &HEAPS {
+            h.scavenge_all();
+        }
     }
 
     /// Usable bytes of a live block returned by gomalloc (0 for a pointer it does not know).

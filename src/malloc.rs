@@ -10,9 +10,10 @@
 //! Invariants: never panics, never allocates through the global allocator, never returns a
 //! misaligned pointer; a refusal by the OS becomes a null return.
 
+use crate::mheap::MHeap;
 use crate::size_class::{self, class_for_layout, PAGE_SHIFT, PAGE_SIZE};
 use crate::span::{self, Span};
-use crate::{diag, huge, mcache, os, pagemap, HEAP};
+use crate::{diag, huge, mcache, os, pagemap};
 use core::ptr;
 
 /// Requests of this many bytes or more get a mapping of their own.
@@ -130,10 +131,10 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
     };
     let npages = bytes >> PAGE_SHIFT;
     let s = if align > PAGE_SIZE {
-        HEAP.alloc_aligned(npages, align)
+        mcache::heap().alloc_aligned(npages, align)
     } else {
         match mcache::take_large(npages) {
-            s if s.is_null() => HEAP.alloc(npages, 0),
+            s if s.is_null() => mcache::heap().alloc(npages, 0),
             s => s,
         }
     };
@@ -181,7 +182,7 @@ unsafe fn dealloc_large(p: *mut u8, size: usize, align: usize) {
     unsafe {
         mcache::count_large(false, (*s).bytes());
         if !mcache::put_large(s) {
-            HEAP.free(s);
+            MHeap::free_to_owner(s);
         }
     }
 }
@@ -269,7 +270,7 @@ unsafe fn realloc_large_move(p: *mut u8, size: usize, new_size: usize) -> *mut u
     let Some(bytes) = os::round_up(new_size, PAGE_SIZE) else {
         return ptr::null_mut();
     };
-    let s = HEAP.alloc_for_growth(bytes >> PAGE_SHIFT);
+    let s = mcache::heap().alloc_for_growth(bytes >> PAGE_SHIFT);
     if s.is_null() {
         return ptr::null_mut();
     }
@@ -280,7 +281,7 @@ unsafe fn realloc_large_move(p: *mut u8, size: usize, new_size: usize) -> *mut u
         ptr::copy_nonoverlapping(p, q, size);
         mcache::count_large(true, (*s).bytes());
         mcache::count_large(false, (*old).bytes());
-        HEAP.free(old);
+        MHeap::free_to_owner(old);
         q
     }
 }
@@ -297,8 +298,8 @@ unsafe fn realloc_large_in_place(p: *mut u8, new_size: usize) -> Option<*mut u8>
             return Some(p);
         }
         if new_pages < (*s).npages {
-            HEAP.shrink_in_place(s, new_pages);
-        } else if !HEAP.grow_in_place(s, new_pages) {
+            MHeap::owner(s).shrink_in_place(s, new_pages);
+        } else if !MHeap::owner(s).grow_in_place(s, new_pages) {
             return None;
         }
         mcache::count_large_resize(old, (*s).bytes());

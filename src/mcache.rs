@@ -43,10 +43,11 @@
 
 use crate::fixalloc::FixAlloc;
 use crate::mcentral::Batch;
+use crate::mheap::MHeap;
 use crate::size_class::{CLASS_BATCH, NUM_CLASSES, PAGE_SHIFT};
 use crate::span::Span;
 use crate::sync::{Mutex, RawLock};
-use crate::{CENTRAL, HEAP};
+use crate::{CENTRAL, HEAPS, NHEAPS};
 use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -105,6 +106,8 @@ pub struct MCache {
     large_alloc_bytes: AtomicU64,
     large_freed_bytes: AtomicU64,
     state: Cell<u8>,
+    /// The page-heap shard this thread takes spans from (index into `HEAPS`).
+    heap: Cell<u8>,
     /// Registry links, only touched under the registry lock.
     next: Cell<*const MCache>,
     prev: Cell<*const MCache>,
@@ -125,6 +128,7 @@ impl MCache {
             large_alloc_bytes: AtomicU64::new(0),
             large_freed_bytes: AtomicU64::new(0),
             state: Cell::new(state),
+            heap: Cell::new(0),
             next: Cell::new(ptr::null()),
             prev: Cell::new(ptr::null()),
         }
@@ -277,7 +281,8 @@ unsafe fn free_slow(c: &'static MCache, class: usize, p: *mut u8) {
 impl MCache {
     /// Refills the empty list of `class` with a batch and returns one object of it.
     fn refill(&self, class: usize) -> *mut u8 {
-        let b = CENTRAL[class].refill(&HEAP, class, CLASS_BATCH[class]);
+        let heap = &HEAPS[self.heap.get() as usize];
+        let b = CENTRAL[class].refill(heap, class, CLASS_BATCH[class]);
         if b.len == 0 {
             return ptr::null_mut();
         }
@@ -314,7 +319,7 @@ impl MCache {
             // SAFETY: the list holds at least `n` linked free objects of this class.
             let b = unsafe { self.take(class, n) };
             // SAFETY: the batch holds free objects of this class.
-            unsafe { CENTRAL[class].spill(&HEAP, class, b) };
+            unsafe { CENTRAL[class].spill(class, b) };
         }
     }
 
@@ -344,7 +349,7 @@ impl MCache {
             let (n, s) = slot.replace((0, ptr::null_mut()));
             if n != 0 {
                 // SAFETY: a cached large span is in use, ours alone, and holds no live data.
-                unsafe { HEAP.free(s) };
+                unsafe { MHeap::free_to_owner(s) };
             }
         }
         self.large_bytes.set(0);
@@ -358,7 +363,7 @@ impl MCache {
                 // SAFETY: 1 <= n <= len.
                 let b = unsafe { self.take(class, n) };
                 // SAFETY: cached objects are free objects of this class.
-                unsafe { CENTRAL[class].spill(&HEAP, class, b) };
+                unsafe { CENTRAL[class].spill(class, b) };
             }
         }
     }
@@ -395,6 +400,7 @@ fn activate() -> &'static MCache {
         return &DEAD_CACHE;
     }
     node.reset_bounds();
+    node.heap.set(next_shard());
     set_current(node);
     node
 }
@@ -457,7 +463,7 @@ unsafe fn unlink(r: &mut Registry, c: &MCache) {
 }
 
 fn direct_alloc(class: usize) -> *mut u8 {
-    let b = CENTRAL[class].refill(&HEAP, class, 1);
+    let b = CENTRAL[class].refill(&HEAPS[0], class, 1);
     if b.len == 0 {
         return ptr::null_mut();
     }
@@ -472,7 +478,7 @@ unsafe fn direct_free(class: usize, p: *mut u8) {
     // SAFETY: `p` is a free object of this class.
     unsafe {
         b.push(p);
-        CENTRAL[class].spill(&HEAP, class, b);
+        CENTRAL[class].spill(class, b);
     }
     RETIRED[class][1].fetch_add(1, Ordering::Relaxed);
 }
@@ -683,4 +689,27 @@ pub unsafe fn reset_registry_after_fork_child() {
             c = next;
         }
     }
+}
+
+/// The page-heap shard this thread allocates spans from.
+#[inline]
+pub fn heap() -> &'static MHeap {
+    // `heap` is below NHEAPS by construction (placeholders: 0).
+    with_cache(|c| &HEAPS[c.heap.get() as usize % NHEAPS])
+}
+
+/// The shard for a newly set-up thread cache: round-robin over as many shards as there are
+/// CPUs (at most `NHEAPS`), so that few threads share a heap lock and a small machine keeps
+/// few shards' worth of idle pages.
+fn next_shard() -> u8 {
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    static SHARDS: AtomicU8 = AtomicU8::new(0);
+    let mut n = SHARDS.load(Ordering::Relaxed);
+    if n == 0 {
+        // SAFETY: sysconf has no preconditions.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        n = cpus.clamp(1, NHEAPS as libc::c_long) as u8;
+        SHARDS.store(n, Ordering::Relaxed);
+    }
+    NEXT.fetch_add(1, Ordering::Relaxed) % n
 }

@@ -81,6 +81,8 @@ struct CentralInner {
     partial: SpanList,
     batches: [Batch; TC_SLOTS],
     nbatches: usize,
+    /// Refills plus spills, for the scavenger to tell a quiet heap.
+    ops: u64,
 }
 
 // SAFETY: the raw pointers inside are owned by the structure and only used under its lock.
@@ -94,6 +96,7 @@ impl MCentral {
                     partial: SpanList::new(),
                     batches: [Batch::EMPTY; TC_SLOTS],
                     nbatches: 0,
+                    ops: 0,
                 })),
             }
         }
@@ -103,6 +106,7 @@ impl MCentral {
     /// memory.
     pub fn refill(&self, heap: &MHeap, class: usize, want: u32) -> Batch {
         let mut c = self.inner.lock();
+        c.ops = c.ops.wrapping_add(1);
         if want == CLASS_BATCH[class] && c.nbatches > 0 {
             c.nbatches -= 1;
             let n = c.nbatches;
@@ -130,11 +134,12 @@ impl MCentral {
     ///
     /// # Safety
     /// Every object in `batch` was handed out for class `class` and is free.
-    pub unsafe fn spill(&self, heap: &MHeap, class: usize, batch: Batch) {
+    pub unsafe fn spill(&self, class: usize, batch: Batch) {
         if batch.len == 0 {
             return;
         }
         let mut c = self.inner.lock();
+        c.ops = c.ops.wrapping_add(1);
         if batch.len == CLASS_BATCH[class] && c.nbatches < tc_capacity(class) {
             let n = c.nbatches;
             c.batches[n] = batch;
@@ -145,11 +150,11 @@ impl MCentral {
         let empties = unsafe { c.return_to_spans(class, batch) };
         drop(c);
         // SAFETY: the spans are empty and unlinked; nothing refers to their objects.
-        unsafe { free_spans(heap, empties) };
+        unsafe { free_spans(empties) };
     }
 
     /// Sends every batch in the transfer cache home to its spans (for `release_memory`).
-    pub fn drain(&self, heap: &MHeap, class: usize) {
+    pub fn drain(&self, class: usize) {
         let mut c = self.inner.lock();
         let mut empties: *mut Span = ptr::null_mut();
         while c.nbatches > 0 {
@@ -161,7 +166,12 @@ impl MCentral {
         }
         drop(c);
         // SAFETY: as in `spill`.
-        unsafe { free_spans(heap, empties) };
+        unsafe { free_spans(empties) };
+    }
+
+    /// Refills and spills so far (the scavenger's sign of activity).
+    pub fn ops(&self) -> u64 {
+        self.inner.lock().ops
     }
 
     /// Objects sitting in the transfer cache.
@@ -267,17 +277,17 @@ fn chain(a: *mut Span, b: *mut Span) -> *mut Span {
     a
 }
 
-/// Gives each span of a chain back to the heap.
+/// Gives each span of a chain back to the heap it came from.
 ///
 /// # Safety
 /// The spans are empty SMALL spans on no list.
-unsafe fn free_spans(heap: &MHeap, mut s: *mut Span) {
+unsafe fn free_spans(mut s: *mut Span) {
     while !s.is_null() {
         // SAFETY: precondition.
         unsafe {
             let next = (*s).next;
             (*s).next = ptr::null_mut();
-            heap.free(s);
+            MHeap::free_to_owner(s);
             s = next;
         }
     }
@@ -301,10 +311,10 @@ mod tests {
         assert!(heap.stats().inuse > 0);
         for b in batches {
             // SAFETY: the objects came from this class and are free.
-            unsafe { central.spill(&heap, class, b) };
+            unsafe { central.spill(class, b) };
         }
         assert_eq!(central.cached_objects(), 4 * want as usize);
-        central.drain(&heap, class);
+        central.drain(class);
         assert_eq!(central.cached_objects(), 0);
         assert_eq!(heap.stats().inuse, 0, "empty spans go back to the heap");
     }
@@ -333,7 +343,7 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), 200);
         // SAFETY: all 200 objects are ours and free.
-        unsafe { central.spill(&heap, class, b) };
+        unsafe { central.spill(class, b) };
         assert_eq!(heap.stats().inuse, 0);
     }
 }

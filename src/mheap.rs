@@ -42,8 +42,8 @@ use core::ptr;
 const MAX_BUCKET: usize = 128;
 /// The heap grows by at least this much at a time.
 const GROW_MIN_PAGES: usize = (4 << 20) / PAGE_SIZE;
-/// Idle-but-backed bytes the scavenger always lets the heap keep.
-pub const RETAIN_MIN: usize = 4 << 20;
+/// Idle-but-backed bytes the scavenger lets a heap in use keep (per shard).
+pub const RETAIN_MIN: usize = 1 << 20;
 /// Idle-but-backed bytes beyond which the freeing thread releases at once.
 const RETAIN_HARD: usize = 64 << 20;
 /// How long a span must have been idle before the background scavenger releases it.
@@ -59,6 +59,21 @@ pub struct HeapStats {
     pub span_inuse: usize,
     pub meta_sys: usize,
     pub free_spans: usize,
+}
+
+impl core::ops::Add for HeapStats {
+    type Output = HeapStats;
+    fn add(self, o: HeapStats) -> HeapStats {
+        HeapStats {
+            sys: self.sys + o.sys,
+            inuse: self.inuse + o.inuse,
+            released: self.released + o.released,
+            span_sys: self.span_sys + o.span_sys,
+            span_inuse: self.span_inuse + o.span_inuse,
+            meta_sys: self.meta_sys + o.meta_sys,
+            free_spans: self.free_spans + o.free_spans,
+        }
+    }
 }
 
 pub struct MHeap {
@@ -80,8 +95,11 @@ struct HeapInner {
     inuse: usize,
     released_bytes: usize,
     meta_sys: usize,
-    /// Whether a background scavenger serves this heap (only the global one).
+    /// Whether a background scavenger serves this heap (only the global ones).
     background: bool,
+    /// When a span was last handed out (`os::now_ms`): a heap unused for `SCAVENGE_DELAY_MS`
+    /// is idle and gives all its idle pages back.
+    last_use_ms: u64,
 }
 
 impl MHeap {
@@ -116,6 +134,7 @@ impl MHeap {
                     released_bytes: 0,
                     meta_sys: 0,
                     background,
+                    last_use_ms: 0,
                 }),
             }
         }
@@ -128,9 +147,22 @@ impl MHeap {
         let s = h.alloc_pages(npages);
         if !s.is_null() {
             // SAFETY: `s` is a fresh in-use span owned by us under the heap lock.
-            unsafe { h.publish(s, class) };
+            unsafe { self.hand_out(&mut h, s, class) };
         }
         s
+    }
+
+    /// Publishes the in-use span `s` for `class` as this heap's.
+    ///
+    /// # Safety
+    /// `s` is an in-use span just taken from this heap's free lists; `h` is this heap's guard.
+    unsafe fn hand_out(&self, h: &mut HeapInner, s: *mut Span, class: usize) {
+        // SAFETY: forwarded precondition.
+        unsafe {
+            h.publish(s, class);
+            (*s).owner = self;
+        }
+        h.last_use_ms = os::now_ms();
     }
 
     /// A large span of `npages` pages for a block that is growing by realloc: taken from the
@@ -147,7 +179,7 @@ impl MHeap {
         unsafe {
             h.remove_free(roomy);
             h.take_front(roomy, npages);
-            h.publish(roomy, 0);
+            self.hand_out(&mut h, roomy, 0);
         }
         roomy
     }
@@ -178,9 +210,28 @@ impl MHeap {
                 (*s).npages = npages;
                 h.free_part(aligned + (npages << PAGE_SHIFT), tail);
             }
-            h.publish(s, 0);
+            self.hand_out(&mut h, s, 0);
         }
         s
+    }
+
+    /// Returns an in-use span to the heap that handed it out (its owner shard).
+    ///
+    /// # Safety
+    /// `s` came from a heap that still exists, is in use, and nothing refers to its memory any
+    /// more.
+    pub unsafe fn free_to_owner(s: *mut Span) {
+        // SAFETY: an in-use span's owner is the live heap that handed it out (precondition).
+        unsafe { (*(*s).owner).free(s) }
+    }
+
+    /// The heap that handed out the in-use span `s`.
+    ///
+    /// # Safety
+    /// `s` is an in-use span of a heap that lives for `'a`.
+    pub unsafe fn owner<'a>(s: *const Span) -> &'a MHeap {
+        // SAFETY: forwarded precondition.
+        unsafe { &*(*s).owner }
     }
 
     /// Returns an in-use span to the heap.
@@ -221,13 +272,26 @@ impl MHeap {
     /// still over the bound (so another pass is due).
     pub fn scavenge_aged(&self, now_ms: u64) -> bool {
         let mut h = self.inner.lock();
-        let limit = h.retain_limit();
         let backed = h.backed_idle();
-        if backed <= limit {
+        if backed == 0 {
             return false;
         }
-        h.scavenge(backed - limit / 2, now_ms.saturating_sub(SCAVENGE_DELAY_MS));
-        h.backed_idle() > limit
+        if h.idle(now_ms) {
+            // Nothing handed out for a while: every idle page goes back.
+            h.scavenge(usize::MAX, u64::MAX);
+            return false;
+        }
+        let limit = h.retain_limit();
+        if backed > limit {
+            h.scavenge(backed - limit / 2, now_ms.saturating_sub(SCAVENGE_DELAY_MS));
+        }
+        // Keep looking while idle pages remain: they go back once this heap falls idle.
+        h.backed_idle() > 0
+    }
+
+    /// Whether no span was handed out during the last `SCAVENGE_DELAY_MS`.
+    pub fn is_idle(&self, now_ms: u64) -> bool {
+        self.inner.lock().idle(now_ms)
     }
 
     /// Grows the large span `s` in place to `npages` pages if the pages after it are free.
@@ -244,6 +308,10 @@ impl MHeap {
             }
             let need = npages - have;
             let end = (*s).start + (*s).bytes();
+            if end & (ARENA_SIZE - 1) == 0 {
+                // The next arena may belong to another heap shard.
+                return false;
+            }
             let next = pagemap::lookup(end);
             if next.is_null()
                 || (*next).state != span::FREE
@@ -262,6 +330,7 @@ impl MHeap {
             pagemap::set_range(end, got, s);
             h.pool.free(next);
         }
+        h.last_use_ms = os::now_ms();
         true
     }
 
@@ -548,7 +617,9 @@ impl HeapInner {
         unsafe {
             (*s).state = span::FREE;
             let start = (*s).start;
-            if start >= PAGE_SIZE {
+            // Free runs never cross an arena boundary: the neighbouring arena may belong to
+            // another heap shard, whose spans only its own lock guards.
+            if start & (ARENA_SIZE - 1) != 0 {
                 let prev = pagemap::lookup(start - PAGE_SIZE);
                 if !prev.is_null()
                     && (*prev).state == span::FREE
@@ -565,7 +636,11 @@ impl HeapInner {
                 }
             }
             let end = (*s).start + (*s).bytes();
-            let next = pagemap::lookup(end);
+            let next = if end & (ARENA_SIZE - 1) != 0 {
+                pagemap::lookup(end)
+            } else {
+                ptr::null_mut()
+            };
             if !next.is_null()
                 && (*next).state == span::FREE
                 && (*next).in_list
@@ -646,14 +721,14 @@ impl HeapInner {
     fn after_free(&mut self) -> bool {
         let backed = self.backed_idle();
         let limit = self.retain_limit();
-        if backed <= limit {
-            return false;
-        }
-        if !self.background || backed > RETAIN_HARD.max(self.inuse) {
+        if backed > limit && (!self.background || backed > RETAIN_HARD.max(self.inuse)) {
             self.scavenge(backed - limit / 2, u64::MAX);
-            return false;
         }
-        true
+        self.background && self.backed_idle() > 0
+    }
+
+    fn idle(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_use_ms) >= SCAVENGE_DELAY_MS
     }
 
     /// Releases idle spans that became idle no later than `idle_before` to the OS, biggest
@@ -844,8 +919,11 @@ mod tests {
     #[test]
     fn scavenge_releases_idle_pages() {
         let h = MHeap::new();
-        let s = h.alloc(256, 0);
-        assert!(!s.is_null());
+        // Most of the first 4 MiB stays in use, so the idle rest is under the retain bound
+        // and only `scavenge_all` releases it.
+        let keep = h.alloc(448, 0);
+        let s = h.alloc(56, 0);
+        assert!(!s.is_null() && !keep.is_null());
         // SAFETY: the span is ours; we dirty its pages, then free it.
         unsafe {
             core::ptr::write_bytes((*s).start as *mut u8, 1, (*s).bytes());
@@ -856,13 +934,14 @@ mod tests {
         let after = h.stats();
         assert_eq!(after.released, after.sys - after.inuse);
         assert!(after.released > before.released);
-        let again = h.alloc(256, 0);
+        let again = h.alloc(56, 0);
         // SAFETY: released pages read back as zero.
         unsafe {
             assert!((*again).zeroed);
             let p = (*again).start as *const u8;
             assert_eq!(*p, 0);
             h.free(again);
+            h.free(keep);
         }
     }
 }

@@ -16,7 +16,7 @@
 //! the heap lock.
 
 use crate::sync::{futex_wait, futex_wake};
-use crate::HEAP;
+use crate::{CENTRAL, HEAPS};
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 const NOT_STARTED: u8 = 0;
@@ -49,7 +49,8 @@ pub fn wake() -> bool {
             }
         }
     }
-    if WORK.swap(1, Ordering::AcqRel) == 0 {
+    // A plain load first: while the scavenger has work pending, frees write nothing shared.
+    if WORK.load(Ordering::Relaxed) == 0 && WORK.swap(1, Ordering::AcqRel) == 0 {
         futex_wake(&WORK);
     }
     true
@@ -87,11 +88,34 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         }
         loop {
             sleep_ms(TICK_MS);
-            if !HEAP.scavenge_aged(crate::os::now_ms()) {
+            if !pass() {
                 break;
             }
         }
     }
+}
+
+/// Central-list activity seen by the previous pass.
+static LAST_OPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// One look at every heap shard; returns whether another pass is due. When no shard handed out
+/// a span and no central list was refilled or spilled since the previous pass, the program is
+/// idle: the central transfer caches are sent home first, so the spans they kept in use can go
+/// back to the OS with the rest.
+fn pass() -> bool {
+    let now = crate::os::now_ms();
+    let ops = CENTRAL.iter().fold(0u64, |a, c| a.wrapping_add(c.ops()));
+    let quiet = LAST_OPS.swap(ops, Ordering::Relaxed) == ops;
+    if quiet && HEAPS.iter().all(|h| h.is_idle(now)) {
+        for (class, c) in CENTRAL.iter().enumerate().skip(1) {
+            c.drain(class);
+        }
+    }
+    let mut more = false;
+    for h in &HEAPS {
+        more |= h.scavenge_aged(now);
+    }
+    more
 }
 
 fn sleep_ms(ms: u64) {

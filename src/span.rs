@@ -51,6 +51,8 @@ pub struct Span {
     pub released: usize,
     /// `FREE`: when the newest part of the span became idle (`os::now_ms`).
     pub idle_since: u64,
+    /// In use: the heap (shard) that handed the span out and takes it back.
+    pub owner: *const crate::mheap::MHeap,
     /// `checked` builds, `SMALL` spans: one bit per object, set while the object is handed to
     /// the program (so a second free of it is seen).
     #[cfg(feature = "checked")]
@@ -88,6 +90,7 @@ impl Span {
             freelist: ptr::null_mut(),
             released: 0,
             idle_since: 0,
+            owner: core::ptr::null(),
             #[cfg(feature = "checked")]
             alloc_bits: [const { core::sync::atomic::AtomicU64::new(0) }; 16],
         };

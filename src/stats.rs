@@ -9,7 +9,7 @@
 //! value, as Go's are between stop-the-worlds.
 
 use crate::size_class::{self, NUM_CLASSES};
-use crate::{huge, mcache, HEAP};
+use crate::{huge, mcache, HEAPS};
 use core::fmt;
 use core::sync::atomic::Ordering;
 
@@ -81,7 +81,10 @@ pub fn read() -> MemStats {
     }
     let [lm, lf] = counts[0];
     let [la, lfb] = large_bytes;
-    let heap = HEAP.stats();
+    let heap = HEAPS
+        .iter()
+        .map(|h| h.stats())
+        .fold(crate::mheap::HeapStats::default(), |a, b| a + b);
     let huge_mapped = huge::MAPPED.load(Ordering::Relaxed);
     let heap_alloc = small_live + la.saturating_sub(lfb);
     let mallocs = mallocs + lm;

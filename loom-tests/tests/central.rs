@@ -62,9 +62,9 @@ fn concurrent_refills_are_disjoint_and_spans_come_home() {
         assert_eq!(all.len(), n, "an object was handed out twice");
         for b in batches {
             // SAFETY: the objects came from this class and are free.
-            unsafe { central.spill(&heap, c, b) };
+            unsafe { central.spill(c, b) };
         }
-        central.drain(&heap, c);
+        central.drain(c);
         assert_eq!(central.cached_objects(), 0);
         assert_eq!(heap.stats().inuse, 0, "a span did not come home");
     });
@@ -103,8 +103,8 @@ fn spill_racing_refill_loses_nothing() {
         // Objects of `first` not handed out again must still be in the central list.
         assert_eq!(central.cached_objects() + reused, want as usize);
         // SAFETY: free objects of this class.
-        unsafe { central.spill(&heap, c, second) };
-        central.drain(&heap, c);
+        unsafe { central.spill(c, second) };
+        central.drain(c);
         assert_eq!(heap.stats().inuse, 0);
     });
 }
