@@ -264,12 +264,12 @@ fn alloc_slow(c: &'static MCache, class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn free_slow(c: &'static MCache, class: usize, p: *mut u8) {
-    let c = if c.state.get() == UNINIT {
-        activate()
-    } else {
-        c
-    };
-    if c.state.get() != ACTIVE {
+    let first = c.state.get() == UNINIT;
+    let c = if first { activate() } else { c };
+    // A thread's very first call being a free means the object came from another thread: send
+    // it home rather than hand it out again here, next to its neighbours' objects (Hoard's
+    // "cache-scratch" false sharing).
+    if first || c.state.get() != ACTIVE {
         // SAFETY: forwarded precondition.
         unsafe { direct_free(class, p) };
         return;
