@@ -7,9 +7,13 @@
 //! Fast path and fallback in one sentence: `alloc` pops the class's list and `free` pushes onto
 //! it, with no lock and no atomic read-modify-write (the counters are relaxed load + store by
 //! their one writer); an empty list refills a whole batch from the central list, and a list
-//! over its bound spills a batch back. Bounds start at two batches; a list that keeps
-//! overflowing grows a batch at a time while the thread's `GROWTH_BUDGET` (1 MiB of objects)
-//! lasts, so a thread that frees many objects of one size and allocates them again keeps them.
+//! over its bound spills a batch back. A list starts unprimed (bound 0): until the thread
+//! first refills it, or has freed a batch into it, its frees are objects other threads
+//! allocated and go home to the central list, so a thread never starts out reusing a foreign
+//! object whose neighbours other threads are writing (Hoard's cache-scratch false sharing).
+//! Primed bounds start at two batches; a list that keeps overflowing grows a batch at a time
+//! while the thread's `GROWTH_BUDGET` (1 MiB of objects) lasts, so a thread that frees many
+//! objects of one size and allocates them again keeps them.
 //!
 //! Thread life cycle. Each thread has one const-initialised `thread_local!` pointer without
 //! `Drop` (`CURRENT`), so touching it never allocates or registers a destructor, and it works
@@ -61,7 +65,10 @@ const DIRECT: u8 = 2;
 pub struct ClassCache {
     head: Cell<*mut u8>,
     len: Cell<u32>,
+    /// Bound on `len`; 0 while the class is unprimed (see `push_overflowing`).
     max: Cell<u32>,
+    /// Objects freed while unprimed, sent home.
+    homed: Cell<u32>,
     /// Objects allocated / freed by this thread (read by other threads in `stats()`).
     nmalloc: AtomicU64,
     nfree: AtomicU64,
@@ -73,6 +80,7 @@ impl ClassCache {
             head: Cell::new(ptr::null_mut()),
             len: Cell::new(0),
             max: Cell::new(0),
+            homed: Cell::new(0),
             nmalloc: AtomicU64::new(0),
             nfree: AtomicU64::new(0),
         }
@@ -264,12 +272,12 @@ fn alloc_slow(c: &'static MCache, class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn free_slow(c: &'static MCache, class: usize, p: *mut u8) {
-    let first = c.state.get() == UNINIT;
-    let c = if first { activate() } else { c };
-    // A thread's very first call being a free means the object came from another thread: send
-    // it home rather than hand it out again here, next to its neighbours' objects (Hoard's
-    // "cache-scratch" false sharing).
-    if first || c.state.get() != ACTIVE {
+    let c = if c.state.get() == UNINIT {
+        activate()
+    } else {
+        c
+    };
+    if c.state.get() != ACTIVE {
         // SAFETY: forwarded precondition.
         unsafe { direct_free(class, p) };
         return;
@@ -287,6 +295,9 @@ impl MCache {
             return ptr::null_mut();
         }
         let l = &self.lists[class];
+        if l.max.get() == 0 {
+            l.max.set(2 * CLASS_BATCH[class]);
+        }
         let obj = b.head;
         // SAFETY: the batch's objects are free and linked; its tail links to null.
         l.head.set(unsafe { (obj as *mut *mut u8).read() });
@@ -301,6 +312,24 @@ impl MCache {
     /// As for [`free`]; `self` is this thread's active node.
     unsafe fn push_overflowing(&self, class: usize, p: *mut u8) {
         let l = &self.lists[class];
+        if l.max.get() == 0 {
+            // Unprimed: this thread has not allocated from this class yet, so what it frees
+            // was allocated by another thread. Those objects go home instead of being handed
+            // out here again next to their neighbours' objects (Hoard's "cache-scratch" false
+            // sharing). After a batch of them, or the first refill, the list caches normally.
+            let mut b = Batch::EMPTY;
+            // SAFETY: `p` is a free object of this class (precondition).
+            unsafe {
+                b.push(p);
+                CENTRAL[class].spill(class, b);
+            }
+            bump(&l.nfree);
+            l.homed.set(l.homed.get() + 1);
+            if l.homed.get() >= CLASS_BATCH[class] {
+                l.max.set(2 * CLASS_BATCH[class]);
+            }
+            return;
+        }
         // SAFETY: `p` is free (precondition).
         unsafe { (p as *mut *mut u8).write(l.head.get()) };
         l.head.set(p);
@@ -368,10 +397,11 @@ impl MCache {
         }
     }
 
-    /// Every list's bound back to two batches.
+    /// Every list back to unprimed.
     fn reset_bounds(&self) {
         for class in 1..NUM_CLASSES {
-            self.lists[class].max.set(2 * CLASS_BATCH[class]);
+            self.lists[class].max.set(0);
+            self.lists[class].homed.set(0);
         }
         self.grown.set(0);
     }
