@@ -32,9 +32,9 @@ use core::ptr;
 use crossbeam_utils::CachePadded;
 
 /// Most batches a transfer cache holds.
-const TC_SLOTS: usize = 32;
+const TC_SLOTS: usize = 64;
 /// Bytes a class's transfer cache may hold.
-const TC_BYTES: usize = 128 * 1024;
+const TC_BYTES: usize = 512 * 1024;
 
 /// Free objects linked through their first word: `head` .. `tail`, `len` of them.
 #[derive(Clone, Copy, Debug)]
@@ -146,23 +146,40 @@ impl MCentral {
             c.nbatches += 1;
             return;
         }
-        // SAFETY: forwarded precondition.
-        let empties = unsafe { c.return_to_spans(class, batch) };
         drop(c);
-        // SAFETY: the spans are empty and unlinked; nothing refers to their objects.
-        unsafe { free_spans(empties) };
+        // The objects go home to their spans. Finding the spans (a page-map walk per object,
+        // and a read of each object's link) happens before taking the lock, so the lock is
+        // held only to relink them.
+        let mut homes = [(ptr::null_mut(), ptr::null_mut()); HOME_CHUNK];
+        let mut rest = batch;
+        while rest.len > 0 {
+            // SAFETY: forwarded precondition.
+            let n = unsafe { find_homes(class, &mut rest, &mut homes) };
+            let mut c = self.inner.lock();
+            // SAFETY: `homes[..n]` pairs free objects of this class with their live spans.
+            let empties = unsafe { c.return_to_spans(&homes[..n]) };
+            drop(c);
+            // SAFETY: the spans are empty and unlinked; nothing refers to their objects.
+            unsafe { free_spans(empties) };
+        }
     }
 
     /// Sends every batch in the transfer cache home to its spans (for `release_memory`).
     pub fn drain(&self, class: usize) {
         let mut c = self.inner.lock();
         let mut empties: *mut Span = ptr::null_mut();
+        let mut homes = [(ptr::null_mut(), ptr::null_mut()); HOME_CHUNK];
         while c.nbatches > 0 {
             c.nbatches -= 1;
-            let b = c.batches[c.nbatches];
-            // SAFETY: batches in the transfer cache hold free objects of this class.
-            let e = unsafe { c.return_to_spans(class, b) };
-            empties = chain(empties, e);
+            let mut b = c.batches[c.nbatches];
+            while b.len > 0 {
+                // SAFETY: batches in the transfer cache hold free objects of this class.
+                let e = unsafe {
+                    let n = find_homes(class, &mut b, &mut homes);
+                    c.return_to_spans(&homes[..n])
+                };
+                empties = chain(empties, e);
+            }
         }
         drop(c);
         // SAFETY: as in `spill`.
@@ -222,27 +239,16 @@ impl CentralInner {
         }
     }
 
-    /// Puts each object of `batch` back on its span's free list; returns the spans that became
-    /// entirely free, unlinked and chained through `next`.
+    /// Puts each object back on its span's free list; returns the spans that became entirely
+    /// free, unlinked and chained through `next`.
     ///
     /// # Safety
-    /// The objects are free objects of class `class`.
-    unsafe fn return_to_spans(&mut self, class: usize, batch: Batch) -> *mut Span {
+    /// Each pair is a free object of this list's class and the live SMALL span holding it.
+    unsafe fn return_to_spans(&mut self, homes: &[(*mut u8, *mut Span)]) -> *mut Span {
         let mut empties: *mut Span = ptr::null_mut();
-        let mut p = batch.head;
-        for _ in 0..batch.len {
-            // SAFETY: `p` is a free object of ours (precondition), so its first word is a
-            // link; the span found is checked to be a live SMALL span of this class.
+        for &(p, s) in homes {
+            // SAFETY: precondition; the object's first word becomes its span free-list link.
             unsafe {
-                let next = (p as *mut *mut u8).read();
-                let s = pagemap::span_of(p as usize);
-                if s.is_null() || (*s).state != span::SMALL || (*s).class as usize != class {
-                    diag::fatal(
-                        "free of a pointer not allocated by gomalloc with this size",
-                        p as usize,
-                        size_class::class_size(class),
-                    );
-                }
                 (p as *mut *mut u8).write((*s).freelist);
                 (*s).freelist = p;
                 if !(*s).in_list {
@@ -254,11 +260,52 @@ impl CentralInner {
                     (*s).next = empties;
                     empties = s;
                 }
-                p = next;
             }
         }
         empties
     }
+}
+
+/// Objects whose spans are looked up per lock acquisition when going home.
+const HOME_CHUNK: usize = 64;
+
+/// Unlinks up to `HOME_CHUNK` objects from the front of `batch` and pairs each with its span,
+/// checking that the span is a live SMALL span of `class` (a pointer that is not one of ours
+/// aborts with a message). Returns how many pairs were written. Needs no lock: a span holding
+/// an object that is not yet home cannot be freed or change class.
+///
+/// # Safety
+/// The objects in `batch` are free objects handed out for `class`.
+unsafe fn find_homes(
+    class: usize,
+    batch: &mut Batch,
+    homes: &mut [(*mut u8, *mut Span); HOME_CHUNK],
+) -> usize {
+    let n = (batch.len as usize).min(HOME_CHUNK);
+    let mut p = batch.head;
+    for h in homes.iter_mut().take(n) {
+        // SAFETY: `p` is a free object (precondition), so its first word is a link; the span
+        // found is checked before it is used.
+        unsafe {
+            let next = (p as *mut *mut u8).read();
+            let s = pagemap::span_of(p as usize);
+            if s.is_null() || (*s).state != span::SMALL || (*s).class as usize != class {
+                diag::fatal(
+                    "free of a pointer not allocated by gomalloc with this size",
+                    p as usize,
+                    size_class::class_size(class),
+                );
+            }
+            *h = (p, s);
+            p = next;
+        }
+    }
+    batch.head = p;
+    batch.len -= n as u32;
+    if batch.len == 0 {
+        batch.tail = ptr::null_mut();
+    }
+    n
 }
 
 /// Appends chain `b` to chain `a` (spans linked through `next`).

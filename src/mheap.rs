@@ -46,6 +46,10 @@ const GROW_MIN_PAGES: usize = (4 << 20) / PAGE_SIZE;
 pub const RETAIN_MIN: usize = 1 << 20;
 /// Idle-but-backed bytes beyond which the freeing thread releases at once.
 const RETAIN_HARD: usize = 64 << 20;
+/// A transparent huge page (x86-64 and most arm64 kernels).
+const HUGE_PAGE: usize = 2 << 20;
+/// A heap shard that has this much memory asks for huge pages on further growth.
+const HUGE_PAGES_FROM: usize = 8 << 20;
 /// How long a span must have been idle before the background scavenger releases it.
 pub const SCAVENGE_DELAY_MS: u64 = 500;
 
@@ -562,11 +566,18 @@ impl HeapInner {
             self.arena_cur = base;
             self.arena_end = base + size;
         }
-        let ask = need
-            .max(GROW_MIN_PAGES << PAGE_SHIFT)
+        // Grow in whole huge pages, so that a big heap's memory can be backed by them.
+        let ask = os::round_up(need.max(GROW_MIN_PAGES << PAGE_SHIFT), HUGE_PAGE)
+            .unwrap_or(usize::MAX)
             .min(self.arena_end - self.arena_cur);
         let start = self.arena_cur;
         self.arena_cur += ask;
+        if self.sys >= HUGE_PAGES_FROM {
+            // A big heap: fewer page faults and TLB misses are worth more than the memory a
+            // partly used huge page costs. Small heaps stay on 4 KiB pages.
+            // SAFETY: the range was just carved from our arena.
+            unsafe { os::hugepage(start as *mut u8, ask) };
+        }
         self.add_fresh(start, start + ask)
     }
 

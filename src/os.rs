@@ -129,6 +129,24 @@ pub unsafe fn unmap(ptr: *mut u8, len: usize) {
     }
 }
 
+/// Asks the kernel to back `[ptr, ptr + len)` with transparent huge pages where it can
+/// (`MADV_HUGEPAGE`; matters when THP is in `madvise` mode). Advisory: failure changes nothing.
+///
+/// # Safety
+/// The range is mapped by us.
+#[cfg(not(miri))]
+pub unsafe fn hugepage(ptr: *mut u8, len: usize) {
+    // SAFETY: advice on a range of ours; it never changes contents.
+    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE) };
+}
+
+/// Under Miri there is no madvise: nothing to do.
+///
+/// # Safety
+/// As for the non-Miri version.
+#[cfg(miri)]
+pub unsafe fn hugepage(_ptr: *mut u8, _len: usize) {}
+
 /// Returns the whole OS pages inside `[ptr, ptr+len)` to the OS; they read back as zero.
 /// Returns how many bytes were released (0 if the range holds no whole OS page).
 ///
