@@ -144,6 +144,12 @@ impl MCentral {
             let n = c.nbatches;
             c.batches[n] = batch;
             c.nbatches += 1;
+            drop(c);
+            if n == 0 {
+                // The scavenger sends idle transfer caches home (and their spans to the OS).
+                #[cfg(not(loom))]
+                crate::scavenger::wake();
+            }
             return;
         }
         drop(c);

@@ -115,7 +115,8 @@ fn pass() -> bool {
     for h in &HEAPS {
         more |= h.scavenge_aged(now);
     }
-    more
+    // Objects waiting in transfer caches go home once the program is quiet: keep looking.
+    more || CENTRAL.iter().any(|c| c.cached_objects() > 0)
 }
 
 fn sleep_ms(ms: u64) {

@@ -85,7 +85,7 @@ impl Rng {
         Rng((z ^ (z >> 31)) | 1)
     }
     #[inline]
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -96,12 +96,12 @@ impl Rng {
     /// Uniform in `lo..=hi`.
     #[inline]
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
     }
     /// Log-uniform in `lo..=hi`.
     pub fn log_range(&mut self, lo: usize, hi: usize) -> usize {
         let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let u = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         ((a + (b - a) * u).exp() as usize).clamp(lo, hi)
     }
 }
@@ -137,7 +137,7 @@ impl Blk {
         if ptr.is_null() {
             fail("allocation returned null");
         }
-        if (ptr as usize) % align != 0 {
+        if !(ptr as usize).is_multiple_of(align) {
             fail("misaligned block");
         }
         let b = Blk {
@@ -450,7 +450,7 @@ pub fn collections(o: &Opts) -> u64 {
         let mut sum = 0u64;
         let mut tree: BTreeMap<u64, String> = BTreeMap::new();
         for _ in 0..n {
-            let k = rng.next() % (n as u64 * 4);
+            let k = rng.next_u64() % (n as u64 * 4);
             tree.insert(k, format!("value-{k}"));
         }
         let keys: Vec<u64> = tree.keys().copied().step_by(2).collect();

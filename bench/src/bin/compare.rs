@@ -139,7 +139,9 @@ fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Run one child and collect its sample; exit the driver if the child failed.
+/// Run one child and collect its sample; exit the driver if the child failed. The child is
+/// reaped with `wait4` (for its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run_one(
     dir: &Path,
     alloc: &str,
@@ -644,7 +646,8 @@ fn compare_svg(a: &Args, c: &BTreeMap<(String, String, usize), Cell>) -> String 
             .copied()
             .unwrap_or_default()
     };
-    let panels: [(&str, fn(&Cell) -> f64); 2] = [
+    type Metric = fn(&Cell) -> f64;
+    let panels: [(&str, Metric); 2] = [
         (
             "wall time relative to gomalloc (higher = peer slower)",
             |c| c.wall_ms,
