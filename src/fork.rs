@@ -7,7 +7,7 @@
 //! cannot deadlock against a thread that is allocating.
 
 use crate::sync::RawLock;
-use crate::{huge, mcache, scavenger, CENTRAL, HEAPS};
+use crate::{all_centrals, huge, mcache, scavenger, HEAPS};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -25,7 +25,7 @@ pub fn install() {
 /// Calls `f` on every allocator lock, in the allocator's lock order.
 fn each_lock(mut f: impl FnMut(&dyn RawLock)) {
     f(mcache::registry_lock());
-    for c in CENTRAL.iter() {
+    for (_, c) in all_centrals() {
         f(c.lock_ref());
     }
     for h in &HEAPS {

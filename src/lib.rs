@@ -86,8 +86,18 @@ mod api {
     /// page-heap level only: small objects still meet in the shared central lists).
     pub(crate) const NHEAPS: usize = 16;
     pub(crate) static HEAPS: [MHeap; NHEAPS] = [const { MHeap::new_global() }; NHEAPS];
-    /// One central list per size class.
-    pub(crate) static CENTRAL: [MCentral; NUM_CLASSES] = [const { MCentral::new() }; NUM_CLASSES];
+    /// Central lists: one per size class for each heap shard. A thread's cache refills from
+    /// and spills to its shard's lists (so threads on different shards do not meet on a lock);
+    /// an object always goes home to the list whose span holds it.
+    pub(crate) static CENTRAL: [[MCentral; NUM_CLASSES]; NHEAPS] =
+        [const { [const { MCentral::new() }; NUM_CLASSES] }; NHEAPS];
+
+    /// Every central list, with its class.
+    pub(crate) fn all_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
+        CENTRAL
+            .iter()
+            .flat_map(|shard| shard.iter().enumerate().skip(1))
+    }
 
     /// The allocator. Install it with
     /// `#[global_allocator] static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;`.
@@ -135,7 +145,7 @@ mod api {
     /// caches home to their spans, and returns every idle page to the OS.
     pub fn release_memory() {
         mcache::flush_current();
-        for (class, c) in CENTRAL.iter().enumerate().skip(1) {
+        for (class, c) in all_centrals() {
             c.drain(class);
         }
         for h in &HEAPS {

@@ -287,10 +287,16 @@ unsafe fn free_slow(c: &'static MCache, class: usize, p: *mut u8) {
 }
 
 impl MCache {
+    /// This thread's central list for `class` (its heap shard's).
+    #[inline]
+    fn central(&self, class: usize) -> &'static crate::mcentral::MCentral {
+        &CENTRAL[self.heap.get() as usize % NHEAPS][class]
+    }
+
     /// Refills the empty list of `class` with a batch and returns one object of it.
     fn refill(&self, class: usize) -> *mut u8 {
         let heap = &HEAPS[self.heap.get() as usize];
-        let b = CENTRAL[class].refill(heap, class, CLASS_BATCH[class]);
+        let b = self.central(class).refill(heap, class, CLASS_BATCH[class]);
         if b.len == 0 {
             return ptr::null_mut();
         }
@@ -321,7 +327,7 @@ impl MCache {
             // SAFETY: `p` is a free object of this class (precondition).
             unsafe {
                 b.push(p);
-                CENTRAL[class].spill(class, b);
+                self.central(class).spill(class, b);
             }
             bump(&l.nfree);
             l.homed.set(l.homed.get() + 1);
@@ -348,7 +354,7 @@ impl MCache {
             // SAFETY: the list holds at least `n` linked free objects of this class.
             let b = unsafe { self.take(class, n) };
             // SAFETY: the batch holds free objects of this class.
-            unsafe { CENTRAL[class].spill(class, b) };
+            unsafe { self.central(class).spill(class, b) };
         }
     }
 
@@ -392,7 +398,7 @@ impl MCache {
                 // SAFETY: 1 <= n <= len.
                 let b = unsafe { self.take(class, n) };
                 // SAFETY: cached objects are free objects of this class.
-                unsafe { CENTRAL[class].spill(class, b) };
+                unsafe { self.central(class).spill(class, b) };
             }
         }
     }
@@ -493,7 +499,7 @@ unsafe fn unlink(r: &mut Registry, c: &MCache) {
 }
 
 fn direct_alloc(class: usize) -> *mut u8 {
-    let b = CENTRAL[class].refill(&HEAPS[0], class, 1);
+    let b = CENTRAL[0][class].refill(&HEAPS[0], class, 1);
     if b.len == 0 {
         return ptr::null_mut();
     }
@@ -508,7 +514,7 @@ unsafe fn direct_free(class: usize, p: *mut u8) {
     // SAFETY: `p` is a free object of this class.
     unsafe {
         b.push(p);
-        CENTRAL[class].spill(class, b);
+        CENTRAL[0][class].spill(class, b);
     }
     RETIRED[class][1].fetch_add(1, Ordering::Relaxed);
 }

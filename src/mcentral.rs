@@ -124,8 +124,11 @@ impl MCentral {
             if s.is_null() {
                 break;
             }
-            // SAFETY: a fresh SMALL span of this class, on no list.
-            unsafe { c.partial.push(s) };
+            // SAFETY: a fresh SMALL span of this class, on no list; it becomes ours.
+            unsafe {
+                (*s).central = self;
+                c.partial.push(s);
+            }
         }
         out
     }
@@ -153,43 +156,24 @@ impl MCentral {
             return;
         }
         drop(c);
-        // The objects go home to their spans. Finding the spans (a page-map walk per object,
-        // and a read of each object's link) happens before taking the lock, so the lock is
-        // held only to relink them.
-        let mut homes = [(ptr::null_mut(), ptr::null_mut()); HOME_CHUNK];
-        let mut rest = batch;
-        while rest.len > 0 {
-            // SAFETY: forwarded precondition.
-            let n = unsafe { find_homes(class, &mut rest, &mut homes) };
-            let mut c = self.inner.lock();
-            // SAFETY: `homes[..n]` pairs free objects of this class with their live spans.
-            let empties = unsafe { c.return_to_spans(&homes[..n]) };
-            drop(c);
-            // SAFETY: the spans are empty and unlinked; nothing refers to their objects.
-            unsafe { free_spans(empties) };
-        }
+        // SAFETY: forwarded precondition.
+        unsafe { send_home(class, batch) };
     }
 
     /// Sends every batch in the transfer cache home to its spans (for `release_memory`).
     pub fn drain(&self, class: usize) {
+        // Take the batches out under our lock, then send them home without it: their spans
+        // may belong to other central lists, whose locks are never taken while holding ours.
         let mut c = self.inner.lock();
-        let mut empties: *mut Span = ptr::null_mut();
-        let mut homes = [(ptr::null_mut(), ptr::null_mut()); HOME_CHUNK];
-        while c.nbatches > 0 {
-            c.nbatches -= 1;
-            let mut b = c.batches[c.nbatches];
-            while b.len > 0 {
-                // SAFETY: batches in the transfer cache hold free objects of this class.
-                let e = unsafe {
-                    let n = find_homes(class, &mut b, &mut homes);
-                    c.return_to_spans(&homes[..n])
-                };
-                empties = chain(empties, e);
-            }
-        }
+        let mut taken = [Batch::EMPTY; TC_SLOTS];
+        let n = c.nbatches;
+        taken[..n].copy_from_slice(&c.batches[..n]);
+        c.nbatches = 0;
         drop(c);
-        // SAFETY: as in `spill`.
-        unsafe { free_spans(empties) };
+        for b in taken[..n].iter().copied() {
+            // SAFETY: batches in the transfer cache hold free objects of this class.
+            unsafe { send_home(class, b) };
+        }
     }
 
     /// Refills and spills so far (the scavenger's sign of activity).
@@ -272,6 +256,44 @@ impl CentralInner {
     }
 }
 
+/// Puts the objects of `batch` back on their spans, under the lock of each span's own central
+/// list (a batch a thread cache spilled here may hold objects of other lists' spans: remote
+/// frees, or a thread that moved between heap shards). Spans are found without a lock; each
+/// owner's lock is taken once per chunk, never two at a time.
+///
+/// # Safety
+/// Every object in `batch` was handed out for class `class` and is free.
+unsafe fn send_home(class: usize, mut batch: Batch) {
+    let mut homes = [(ptr::null_mut(), ptr::null_mut()); HOME_CHUNK];
+    while batch.len > 0 {
+        // SAFETY: forwarded precondition.
+        let mut todo = unsafe { find_homes(class, &mut batch, &mut homes) };
+        while todo > 0 {
+            // SAFETY: `find_homes` checked each span is a live SMALL span of this class, and a
+            // span with an object out cannot be freed, so its `central` is set and stable.
+            let owner: &MCentral = unsafe { &*(*homes[0].1).central };
+            // Move the pairs of this owner to the front.
+            let mut k = 0;
+            for i in 0..todo {
+                // SAFETY: as above.
+                if unsafe { (*homes[i].1).central } == owner as *const MCentral {
+                    homes.swap(i, k);
+                    k += 1;
+                }
+            }
+            let mut c = owner.inner.lock();
+            c.ops = c.ops.wrapping_add(1);
+            // SAFETY: the first `k` pairs are free objects of spans on `owner`'s lists.
+            let empties = unsafe { c.return_to_spans(&homes[..k]) };
+            drop(c);
+            // SAFETY: the spans are empty and unlinked; nothing refers to their objects.
+            unsafe { free_spans(empties) };
+            homes.copy_within(k..todo, 0);
+            todo -= k;
+        }
+    }
+}
+
 /// Objects whose spans are looked up per lock acquisition when going home.
 const HOME_CHUNK: usize = 64;
 
@@ -312,22 +334,6 @@ unsafe fn find_homes(
         batch.tail = ptr::null_mut();
     }
     n
-}
-
-/// Appends chain `b` to chain `a` (spans linked through `next`).
-fn chain(a: *mut Span, b: *mut Span) -> *mut Span {
-    if a.is_null() {
-        return b;
-    }
-    let mut t = a;
-    // SAFETY: chains hold valid unlinked spans.
-    unsafe {
-        while !(*t).next.is_null() {
-            t = (*t).next;
-        }
-        (*t).next = b;
-    }
-    a
 }
 
 /// Gives each span of a chain back to the heap it came from.

@@ -16,7 +16,7 @@
 //! the heap lock.
 
 use crate::sync::{futex_wait, futex_wake};
-use crate::{CENTRAL, HEAPS};
+use crate::{all_centrals, HEAPS};
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 const NOT_STARTED: u8 = 0;
@@ -104,10 +104,10 @@ static LAST_OPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::
 /// back to the OS with the rest.
 fn pass() -> bool {
     let now = crate::os::now_ms();
-    let ops = CENTRAL.iter().fold(0u64, |a, c| a.wrapping_add(c.ops()));
+    let ops = all_centrals().fold(0u64, |a, (_, c)| a.wrapping_add(c.ops()));
     let quiet = LAST_OPS.swap(ops, Ordering::Relaxed) == ops;
     if quiet && HEAPS.iter().all(|h| h.is_idle(now)) {
-        for (class, c) in CENTRAL.iter().enumerate().skip(1) {
+        for (class, c) in all_centrals() {
             c.drain(class);
         }
     }
@@ -116,7 +116,7 @@ fn pass() -> bool {
         more |= h.scavenge_aged(now);
     }
     // Objects waiting in transfer caches go home once the program is quiet: keep looking.
-    more || CENTRAL.iter().any(|c| c.cached_objects() > 0)
+    more || all_centrals().any(|(_, c)| c.cached_objects() > 0)
 }
 
 fn sleep_ms(ms: u64) {

@@ -53,6 +53,9 @@ pub struct Span {
     pub idle_since: u64,
     /// In use: the heap (shard) that handed the span out and takes it back.
     pub owner: *const crate::mheap::MHeap,
+    /// `SMALL`: the central list whose partial spans this span belongs to (its objects'
+    /// home); set once, under that list's lock, before any object is handed out.
+    pub central: *const crate::mcentral::MCentral,
     /// `checked` builds, `SMALL` spans: one bit per object, set while the object is handed to
     /// the program (so a second free of it is seen).
     #[cfg(feature = "checked")]
@@ -91,6 +94,7 @@ impl Span {
             released: 0,
             idle_since: 0,
             owner: core::ptr::null(),
+            central: core::ptr::null(),
             #[cfg(feature = "checked")]
             alloc_bits: [const { core::sync::atomic::AtomicU64::new(0) }; 16],
         };

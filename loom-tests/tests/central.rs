@@ -79,7 +79,7 @@ fn spill_racing_refill_loses_nothing() {
         let want = CLASS_BATCH[c];
         let first = central.refill(&heap, c, want);
         let first_addrs = addrs(&first);
-        let (h2, c2) = (heap.clone(), central.clone());
+        let c2 = central.clone();
         let (fh, ft, fl) = (first.head as usize, first.tail as usize, first.len);
         let spiller = thread::spawn(move || {
             let b = Batch {
@@ -88,7 +88,7 @@ fn spill_racing_refill_loses_nothing() {
                 len: fl,
             };
             // SAFETY: the objects came from this class and are free.
-            unsafe { c2.spill(&h2, c, b) };
+            unsafe { c2.spill(c, b) };
         });
         let second = central.refill(&heap, c, want);
         spiller.join().unwrap();
