@@ -34,7 +34,7 @@ use crossbeam_utils::CachePadded;
 /// Most batches a transfer cache holds.
 const TC_SLOTS: usize = 64;
 /// Bytes a class's transfer cache may hold.
-const TC_BYTES: usize = 512 * 1024;
+const TC_BYTES: usize = 256 * 1024;
 
 /// Free objects linked through their first word: `head` .. `tail`, `len` of them.
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +141,17 @@ impl MCentral {
         if batch.len == 0 {
             return;
         }
-        let mut c = self.inner.lock();
+        // A full batch goes to the transfer cache of the list its first object came from: the
+        // objects a consumer thread frees flow back to the producer's shard in O(1) instead of
+        // piling up here (most batches are of one origin; any list may hold any object of the
+        // class, since going home always looks up each object's own span).
+        let target = if batch.len == CLASS_BATCH[class] {
+            // SAFETY: the batch's objects are free objects of this class (precondition).
+            unsafe { origin(class, batch.head) }.unwrap_or(self)
+        } else {
+            self
+        };
+        let mut c = target.inner.lock();
         c.ops = c.ops.wrapping_add(1);
         if batch.len == CLASS_BATCH[class] && c.nbatches < tc_capacity(class) {
             let n = c.nbatches;
@@ -291,6 +301,22 @@ unsafe fn send_home(class: usize, mut batch: Batch) {
             homes.copy_within(k..todo, 0);
             todo -= k;
         }
+    }
+}
+
+/// The central list whose span holds `p`, if `p` is in a live SMALL span of `class` (else
+/// `None`: the caller falls back to its own list, and `find_homes` reports the bad pointer).
+///
+/// # Safety
+/// `p` was handed out for `class` and is free (so its span cannot be freed meanwhile).
+unsafe fn origin<'a>(class: usize, p: *mut u8) -> Option<&'a MCentral> {
+    let s = pagemap::span_of(p as usize);
+    // SAFETY: a span found in the page map is a valid descriptor; ours is stable (above).
+    unsafe {
+        if s.is_null() || (*s).state != span::SMALL || (*s).class as usize != class {
+            return None;
+        }
+        (*s).central.as_ref()
     }
 }
 
