@@ -10,6 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[global_allocator]
 static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;
 
+/// The tests here spawn threads and one counts live thread caches: run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Written by a static constructor that runs before `main` (and before the test harness).
 static PRE_MAIN_BLOCK: AtomicUsize = AtomicUsize::new(0);
 
@@ -25,6 +32,7 @@ static INIT: extern "C" fn() = before_main;
 
 #[test]
 fn allocation_before_main_is_valid_and_freeable() {
+    let _serial = serial();
     let p = PRE_MAIN_BLOCK.swap(0, Ordering::SeqCst);
     assert_ne!(p, 0, "the static constructor did not run");
     // SAFETY: the constructor leaked exactly this Box.
@@ -60,6 +68,7 @@ static LEAKED_IN_DTOR: AtomicUsize = AtomicUsize::new(0);
 
 #[test]
 fn allocation_inside_thread_local_destructors() {
+    let _serial = serial();
     for round in 0..20 {
         std::thread::spawn(move || {
             FIRST.with(|f| *f.borrow_mut() = Some(AllocOnDrop(5_000 + round)));
@@ -78,6 +87,7 @@ fn allocation_inside_thread_local_destructors() {
 
 #[test]
 fn a_thread_that_allocates_only_after_its_cache_retired_still_works() {
+    let _serial = serial();
     // A pthread key destructor registered after ours runs after our cache was retired; it
     // allocates and frees through the direct path.
     extern "C" fn late(_: *mut libc::c_void) {
