@@ -1,7 +1,13 @@
-//! Central free lists, one per size class (Go's `mcentral`, with tcmalloc's transfer cache).
+//! Central free lists, one per size class and heap shard (Go's `mcentral`, with tcmalloc's
+//! transfer cache, sharded like jemalloc's arenas).
 //!
-//! Owns, per class: the spans that still have free objects (`partial`), and a small transfer
-//! cache of whole batches of free objects that thread caches gave back.
+//! Owns, per (shard, class): the spans that still have free objects (`partial`), and a transfer
+//! cache of whole batches of free objects that thread caches gave back. A thread cache talks to
+//! its shard's lists only, so threads on different shards do not meet on a lock. Each span
+//! records its list (`Span::central`): objects always go home to that list, taking its lock
+//! alone (never two central locks at once), and a full batch spilled by a thread goes to the
+//! transfer cache of the list its first object came from, so what a consumer frees flows back
+//! to the producer's shard in O(1).
 //!
 //! Fast path and fallback in one sentence: a thread cache that runs dry takes a whole batch
 //! from the transfer cache (one lock, O(1)), else objects are cut from partial spans (their free
@@ -10,15 +16,16 @@
 //! objects go home to their spans, and a span whose objects are all home goes back to the heap.
 //!
 //! That is also how remote frees travel: an object freed on another thread joins that thread's
-//! cache; it reaches its span, or another thread's cache through the transfer cache, in batches,
-//! so a producer/consumer pair costs one lock round trip per batch (up to 64 objects).
+//! cache; it reaches its span, or (through its origin list's transfer cache) another thread's
+//! cache, in batches, so a producer/consumer pair costs one lock round trip per batch (up to 64
+//! objects). Spans of objects going home are looked up before the lock is taken.
 //!
 //! Invariants (under this class's lock): a `SMALL` span is on `partial` exactly when it has a
 //! free object (free list non-empty or `bump < nelems`) and at least one object handed out;
 //! `allocated` counts the objects outside the span (in thread caches, the transfer cache or in
 //! use). Objects in a [`Batch`] are linked through their first word.
 //!
-//! Locks: one cache-padded lock per class. The heap lock may be taken while it is held, never
+//! Locks: one cache-padded lock per list. A heap shard's lock may be taken while it is held, never
 //! the other way round; new spans are fetched with the lock dropped, so a slow `mmap` does not
 //! block the class.
 

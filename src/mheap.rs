@@ -1,35 +1,44 @@
 //! The page heap (Go's `mheap`): spans of 8 KiB pages over 64 MiB arenas mapped from the OS.
+//! The global allocator runs several of them side by side, one per heap shard (`HEAPS` in
+//! `lib.rs`, as many as CPUs up to 16); each thread takes spans from its shard, and a span goes
+//! back to the shard that handed it out (`Span::owner`).
 //!
 //! Owns: the arenas and their page-map metadata, every free span, the span descriptor pool,
-//! and the scavenger that returns idle pages to the OS.
+//! and the scavenger policy that returns idle pages to the OS.
 //!
-//! How it works. Arenas are mapped 64 MiB-aligned and grown into in chunks of at least 4 MiB
-//! (the rest of an arena is reserved address space, not counted in `heap_sys`, as in Go). Free
-//! spans sit on per-size lists for 1..=128 pages, split into "unreleased" (pages still backed,
-//! reused without page faults) and "released" (returned to the OS, reading as zero), with a
-//! bitmask of non-empty lists so the best bucket is found with one `trailing_zeros`; bigger free
-//! spans are on one list searched best-fit. A request takes the smallest fitting span and
-//! splits off the rest. A freed span merges with free neighbours found through the page map.
+//! How it works. Arenas are mapped 64 MiB-aligned and grown into in chunks of at least 4 MiB,
+//! whole 2 MiB huge pages (the rest of an arena is reserved address space, not counted in
+//! `heap_sys`, as in Go); once a heap holds 8 MiB it asks for transparent huge pages on further
+//! growth (`MADV_HUGEPAGE`), which cuts page faults and TLB misses for big heaps and leaves small
+//! programs on 4 KiB pages. Free spans sit on per-size lists for 1..=128 pages, split into
+//! "unreleased" (pages still backed, reused without page faults) and "released" (returned to the
+//! OS, reading as zero), with a bitmask of non-empty lists so the best bucket is found with one
+//! `trailing_zeros`; bigger free spans are on one list searched best-fit. A request takes the
+//! smallest fitting span and splits off the rest. A freed span merges with free neighbours found
+//! through the page map, never across an arena boundary (the next arena may be another
+//! shard's).
 //!
-//! Scavenger policy. The heap may keep `max(4 MiB, heap_inuse / 8)` of idle pages backed by
-//! memory (Go keeps about 10% over its goal). Above that, idle spans are released with
+//! Scavenger policy. A heap in use may keep `max(1 MiB, heap_inuse / 8)` of idle pages backed
+//! by memory (Go keeps about 10% over its goal). Above that, idle spans are released with
 //! `MADV_DONTNEED`, biggest first, once they have been idle for `SCAVENGE_DELAY_MS`: pages freed
 //! and soon reused (a program cycling through big buffers) are never released and faulted back
-//! in. Ageing needs a clock to look at them, so the global heap wakes a background thread
-//! (`scavenger`) that sleeps on a futex and only runs while there is something over the bound;
-//! a program that frees everything and goes idle is back within a few MiB of its starting RSS
-//! about half a second later. If that thread cannot start, or idle backed pages exceed
+//! in. A heap that has handed out no span for `SCAVENGE_DELAY_MS` is idle and releases every
+//! idle page. Ageing needs a clock to look at them, so the global heaps wake a background thread
+//! (`scavenger`) that sleeps on a futex and ticks while idle pages or transfer-cache batches
+//! remain; a program that frees everything and goes idle is back within a few MiB of its
+//! starting RSS about a second later. If that thread cannot start, or idle backed pages exceed
 //! `max(64 MiB, heap_inuse)`, the freeing thread releases at once instead.
 //! [`MHeap::scavenge_all`] (behind `gomalloc::release_memory`) releases everything now.
 //!
-//! Invariants (all under the one heap lock): `inuse + idle == sys`; a free span is on exactly
+//! Invariants (all under the heap's one lock): `inuse + idle == sys`; a free span is on exactly
 //! one free list, which one decided by its page count and whether it is fully released; the
 //! page map points at a free span from its first and last page and at an in-use span from
-//! every page; two free spans are never adjacent once `free` returns.
+//! every page; two free spans of one arena are never adjacent once `free` returns.
 //!
-//! Locks: one `Mutex` around everything. Callers may hold a central lock when calling in (lock
-//! order central -> heap); the heap never calls up, and never allocates through the global
-//! allocator (descriptors come from [`SpanPool`], metadata from `os::map`).
+//! Locks: one `Mutex` around everything, per heap. Callers may hold a central lock when calling
+//! in (lock order central -> heap); the heap never calls up, never takes another heap's lock,
+//! and never allocates through the global allocator (descriptors come from [`SpanPool`],
+//! metadata from `os::map`).
 
 use crate::os;
 use crate::pagemap::{self, ARENA_SIZE};

@@ -8,7 +8,9 @@
 //! under loom (whose atomics cannot be built in const context).
 //!
 //! Invariants: a [`Mutex`] is not re-entrant. The allocator's lock order is
-//! `registry -> mcentral[class] (ascending) -> mheap -> huge`; no code path takes a lock that
+//! `registry -> mcentral[shard][class] -> mheap[shard] -> huge` (fork takes them all in that
+//! order, shards and classes ascending; no other path holds two locks of one kind at once);
+//! no code path takes a lock that
 //! comes earlier in that order while holding a later one, and no lock is held while calling
 //! into code that may allocate through the global allocator.
 
