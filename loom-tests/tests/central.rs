@@ -108,3 +108,68 @@ fn spill_racing_refill_loses_nothing() {
         assert_eq!(heap.stats().inuse, 0);
     });
 }
+
+/// Model: objects of list X freed through list Y (a remote free across heap shards) while
+/// another thread refills from X. A partial batch goes home to its spans under X's lock (not
+/// Y's); a full batch goes to X's transfer cache. Proves: no object is handed out twice, none
+/// is lost, and every span comes home to the heap once both lists are drained.
+#[test]
+fn remote_frees_go_home_to_their_own_list() {
+    loom::model(|| {
+        let heap = Arc::new(MHeap::new());
+        let x = Arc::new(MCentral::new());
+        let y = Arc::new(MCentral::new());
+        let c = class();
+        let want = CLASS_BATCH[c];
+        // A full batch and a single object of X's; both are freed through Y.
+        let full = x.refill(&heap, c, want);
+        let single = x.refill(&heap, c, 1);
+        assert_eq!(single.len, 1);
+        let full_addrs = addrs(&full);
+        let (fh, ft, fl) = (full.head as usize, full.tail as usize, full.len);
+        let sh = single.head as usize;
+        let y2 = y.clone();
+        let remote = thread::spawn(move || {
+            // SAFETY: the objects came from this class and are free.
+            unsafe {
+                y2.spill(
+                    c,
+                    Batch {
+                        head: sh as *mut u8,
+                        tail: sh as *mut u8,
+                        len: 1,
+                    },
+                );
+                y2.spill(
+                    c,
+                    Batch {
+                        head: fh as *mut u8,
+                        tail: ft as *mut u8,
+                        len: fl,
+                    },
+                );
+            }
+        });
+        let again = x.refill(&heap, c, want);
+        remote.join().unwrap();
+        let got = addrs(&again);
+        let mut dedup = got.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), got.len(), "an object was handed out twice");
+        // The full batch went to X (its origin), never to Y's transfer cache.
+        assert_eq!(y.cached_objects(), 0);
+        // Each object of the full batch is either in X's transfer cache or handed out again.
+        let reused = got.iter().filter(|a| full_addrs.contains(a)).count();
+        assert_eq!(
+            x.cached_objects() + reused,
+            want as usize,
+            "a full batch was lost on its way home"
+        );
+        // SAFETY: free objects of this class.
+        unsafe { x.spill(c, again) };
+        x.drain(c);
+        y.drain(c);
+        assert_eq!(heap.stats().inuse, 0, "a span did not come home");
+    });
+}
