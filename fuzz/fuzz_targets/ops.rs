@@ -87,17 +87,28 @@ fn check_zero(p: *mut u8, size: usize) {
         // SAFETY: [s, e) lies inside the new block of `size` bytes.
         let got = unsafe { std::slice::from_raw_parts(p.add(s), e - s) };
         if let Some(i) = got.iter().position(|&x| x != 0) {
-            panic!("alloc_zeroed({size}) = {p:p}: byte {} is {:#04x}", s + i, got[i]);
+            panic!(
+                "alloc_zeroed({size}) = {p:p}: byte {} is {:#04x}",
+                s + i,
+                got[i]
+            );
         }
     });
 }
 
 fn check_returned(p: *mut u8, layout: Layout, what: &str) {
     assert!(!p.is_null(), "{what}({layout:?}) returned null");
-    assert_eq!(p as usize % layout.align(), 0, "{what}({layout:?}) = {p:p}: misaligned");
+    assert_eq!(
+        p as usize % layout.align(),
+        0,
+        "{what}({layout:?}) = {p:p}: misaligned"
+    );
     // SAFETY: `p` is a live block of gomalloc's.
     let us = unsafe { gomalloc::usable_size(p) };
-    assert!(us >= layout.size(), "{what}({layout:?}) = {p:p}: usable_size {us}");
+    assert!(
+        us >= layout.size(),
+        "{what}({layout:?}) = {p:p}: usable_size {us}"
+    );
 }
 
 fn alloc(layout: Layout, zeroed: bool, fill_byte: u8) -> Blk {
@@ -195,7 +206,9 @@ impl Input<'_> {
                 // a size-class or page boundary, +-2
                 let k = self.u8() as usize;
                 let base = if k & 1 == 0 {
-                    gomalloc::size_class::class_size(1 + (k >> 1) % (gomalloc::size_class::NUM_CLASSES - 1))
+                    gomalloc::size_class::class_size(
+                        1 + (k >> 1) % (gomalloc::size_class::NUM_CLASSES - 1),
+                    )
                 } else {
                     ((k >> 1) % 130 + 1) * gomalloc::size_class::PAGE_SIZE
                 };
@@ -225,7 +238,10 @@ impl Input<'_> {
 }
 
 fn check_disjoint(live: &[Blk]) {
-    let mut v: Vec<(usize, usize)> = live.iter().map(|b| (b.addr, b.addr + b.layout.size())).collect();
+    let mut v: Vec<(usize, usize)> = live
+        .iter()
+        .map(|b| (b.addr, b.addr + b.layout.size()))
+        .collect();
     v.sort_unstable();
     for w in v.windows(2) {
         assert!(
@@ -271,7 +287,12 @@ fn run(data: &[u8]) {
                 let p = unsafe { GoMalloc.realloc(b.addr as *mut u8, b.layout, new_size) };
                 let nl = Layout::from_size_align(new_size, b.layout.align()).unwrap();
                 check_returned(p, nl, "realloc");
-                check(&b, p as usize, b.layout.size().min(new_size), "after realloc");
+                check(
+                    &b,
+                    p as usize,
+                    b.layout.size().min(new_size),
+                    "after realloc",
+                );
                 let nb = Blk {
                     addr: p as usize,
                     layout: nl,
@@ -317,7 +338,9 @@ fn run(data: &[u8]) {
                     if let Some(g) = give {
                         free(g, "free on an exiting thread");
                     }
-                    ls.into_iter().map(|(l, f)| alloc(l, f & 1 == 1, f)).collect::<Vec<_>>()
+                    ls.into_iter()
+                        .map(|(l, f)| alloc(l, f & 1 == 1, f))
+                        .collect::<Vec<_>>()
                 })
                 .join()
                 .expect("thread failed");
