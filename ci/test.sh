@@ -4,7 +4,7 @@
 # Steps: format and lint, the unit + integration + doc tests in release mode (the integration
 # test binaries run on GoMalloc as their global allocator), the same again with the checking
 # mode (feature `checked`), the loom models, and the callgrind count of the fast path when
-# valgrind is present.
+# valgrind is present; with CI=true also the sanitizers (ASan, TSan, memcheck) and 60 s of fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -45,6 +45,16 @@ RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS CARGO_TARGET_D
 if command -v valgrind >/dev/null 2>&1; then
   step "fast path instruction count (callgrind)"
   bash ci/fastpath.sh
+fi
+
+# CI (CI=true) also runs the sanitizers and a minute of fuzzing; both install their nightly
+# toolchain and tools themselves. About 20 more minutes on 2 cores from a fresh clone. By hand:
+# `CI=true bash ci/test.sh`, or the two scripts alone.
+if [ "${CI:-}" = true ] || [ -n "${GOMALLOC_FULL_TESTS:-}" ]; then
+  step "sanitizers: ASan, TSan, valgrind memcheck (ci/sanitizers.sh)"
+  bash ci/sanitizers.sh 2>&1 | tee -a "$log"
+  step "fuzzing: 60 s of the ops target (ci/fuzz.sh)"
+  bash ci/fuzz.sh
 fi
 echo
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
