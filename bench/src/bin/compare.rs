@@ -296,6 +296,13 @@ fn main() {
             std::process::exit(2);
         }
     }
+    if built.is_empty() {
+        eprintln!(
+            "compare: no wl-<allocator> binaries next to {} (build them: cargo build --release -p gomalloc-bench)",
+            dir.display()
+        );
+        std::process::exit(2);
+    }
     if !a.allocators.iter().any(|x| x == "gomalloc") {
         eprintln!("compare: gomalloc must be among the allocators (ratios are gomalloc/peer)");
         std::process::exit(2);
