@@ -99,6 +99,19 @@ mod api {
             .flat_map(|shard| shard.iter().enumerate().skip(1))
     }
 
+    /// The central lists of the shards in use (see `mcache::active_shards`).
+    pub(crate) fn active_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
+        CENTRAL
+            .iter()
+            .take(mcache::active_shards())
+            .flat_map(|shard| shard.iter().enumerate().skip(1))
+    }
+
+    /// The heap shards in use.
+    pub(crate) fn active_heaps() -> &'static [MHeap] {
+        &HEAPS[..mcache::active_shards()]
+    }
+
     /// The allocator. Install it with
     /// `#[global_allocator] static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;`.
     #[derive(Clone, Copy, Debug, Default)]
@@ -145,10 +158,10 @@ mod api {
     /// caches home to their spans, and returns every idle page to the OS.
     pub fn release_memory() {
         mcache::flush_current();
-        for (class, c) in all_centrals() {
+        for (class, c) in active_centrals() {
             c.drain(class);
         }
-        for h in &HEAPS {
+        for h in active_heaps() {
             h.scavenge_all();
         }
     }

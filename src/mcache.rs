@@ -734,12 +734,20 @@ pub fn heap() -> &'static MHeap {
     with_cache(|c| &HEAPS[c.heap.get() as usize % NHEAPS])
 }
 
+/// How many heap shards threads are spread over (0 until the first cache is set up).
+static SHARDS: AtomicU8 = AtomicU8::new(0);
+
+/// The heap shards in use: threads only ever use shards below this (threads without a cache
+/// use shard 0). Scanning only these keeps the unused shards' memory untouched.
+pub fn active_shards() -> usize {
+    (SHARDS.load(Ordering::Relaxed) as usize).clamp(1, NHEAPS)
+}
+
 /// The shard for a newly set-up thread cache: round-robin over as many shards as there are
 /// CPUs (at most `NHEAPS`), so that few threads share a heap lock and a small machine keeps
 /// few shards' worth of idle pages.
 fn next_shard() -> u8 {
     static NEXT: AtomicU8 = AtomicU8::new(0);
-    static SHARDS: AtomicU8 = AtomicU8::new(0);
     let mut n = SHARDS.load(Ordering::Relaxed);
     if n == 0 {
         // SAFETY: sysconf has no preconditions.

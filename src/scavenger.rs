@@ -16,7 +16,7 @@
 //! the heap lock.
 
 use crate::sync::{futex_wait, futex_wake};
-use crate::{all_centrals, HEAPS};
+use crate::{active_centrals, active_heaps};
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 const NOT_STARTED: u8 = 0;
@@ -104,19 +104,19 @@ static LAST_OPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::
 /// back to the OS with the rest.
 fn pass() -> bool {
     let now = crate::os::now_ms();
-    let ops = all_centrals().fold(0u64, |a, (_, c)| a.wrapping_add(c.ops()));
+    let ops = active_centrals().fold(0u64, |a, (_, c)| a.wrapping_add(c.ops()));
     let quiet = LAST_OPS.swap(ops, Ordering::Relaxed) == ops;
-    if quiet && HEAPS.iter().all(|h| h.is_idle(now)) {
-        for (class, c) in all_centrals() {
+    if quiet && active_heaps().iter().all(|h| h.is_idle(now)) {
+        for (class, c) in active_centrals() {
             c.drain(class);
         }
     }
     let mut more = false;
-    for h in &HEAPS {
+    for h in active_heaps() {
         more |= h.scavenge_aged(now);
     }
     // Objects waiting in transfer caches go home once the program is quiet: keep looking.
-    more || all_centrals().any(|(_, c)| c.cached_objects() > 0)
+    more || active_centrals().any(|(_, c)| c.cached_objects() > 0)
 }
 
 fn sleep_ms(ms: u64) {

@@ -9,7 +9,7 @@
 //! value, as Go's are between stop-the-worlds.
 
 use crate::size_class::{self, NUM_CLASSES};
-use crate::{huge, mcache, HEAPS};
+use crate::{active_heaps, huge, mcache};
 use core::fmt;
 use core::sync::atomic::Ordering;
 
@@ -81,7 +81,7 @@ pub fn read() -> MemStats {
     }
     let [lm, lf] = counts[0];
     let [la, lfb] = large_bytes;
-    let heap = HEAPS
+    let heap = active_heaps()
         .iter()
         .map(|h| h.stats())
         .fold(crate::mheap::HeapStats::default(), |a, b| a + b);
