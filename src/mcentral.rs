@@ -293,7 +293,7 @@ unsafe fn send_home(class: usize, mut batch: Batch) {
             let mut k = 0;
             for i in 0..todo {
                 // SAFETY: as above.
-                if unsafe { (*homes[i].1).central } == owner as *const MCentral {
+                if core::ptr::eq(unsafe { (*homes[i].1).central }, owner) {
                     homes.swap(i, k);
                     k += 1;
                 }
