@@ -358,32 +358,42 @@ pub fn false_sharing(o: &Opts) -> u64 {
     })
 }
 
-/// Mixed sizes up to 4 MiB with a bounded working set per thread.
-pub fn mixed(o: &Opts) -> u64 {
-    const SLOTS: usize = 256;
-    let ops = o.ops(40_000);
+/// Per thread: `ops` times, replace a random one of `slots` slots with a fresh block whose size
+/// and alignment `pick` draws (after the slot); returns the sum of `pick`'s weights.
+fn slot_churn<F>(o: &Opts, stream: u64, slots: usize, ops: usize, pick: F) -> u64
+where
+    F: Fn(&mut Rng) -> (usize, usize, u64) + Sync,
+{
     per_thread(o.threads, |me| {
-        let mut rng = Rng::new(o.seed, 300 + me as u64);
-        let mut slots: Vec<Option<Blk>> = (0..SLOTS).map(|_| None).collect();
+        let mut rng = Rng::new(o.seed, stream + me as u64);
+        let mut live: Vec<Option<Blk>> = (0..slots).map(|_| None).collect();
         let mut sum = 0u64;
         for i in 0..ops {
-            let s = rng.range(0, SLOTS - 1);
-            if let Some(b) = slots[s].take() {
+            let s = rng.range(0, slots - 1);
+            if let Some(b) = live[s].take() {
                 b.free();
             }
-            let r = rng.range(0, 99);
-            let size = if r < 80 {
-                rng.range(16, 1024)
-            } else if r < 95 {
-                rng.log_range(1024, 64 << 10)
-            } else {
-                rng.log_range(64 << 10, 4 << 20)
-            };
-            sum = sum.wrapping_add(size as u64);
-            slots[s] = Some(Blk::new(size, 8, i as u8));
+            let (size, align, weight) = pick(&mut rng);
+            sum = sum.wrapping_add(weight);
+            live[s] = Some(Blk::new(size, align, i as u8));
         }
-        slots.into_iter().flatten().for_each(Blk::free);
+        live.into_iter().flatten().for_each(Blk::free);
         sum
+    })
+}
+
+/// Mixed sizes up to 4 MiB with a bounded working set per thread.
+pub fn mixed(o: &Opts) -> u64 {
+    slot_churn(o, 300, 256, o.ops(40_000), |rng| {
+        let r = rng.range(0, 99);
+        let size = if r < 80 {
+            rng.range(16, 1024)
+        } else if r < 95 {
+            rng.log_range(1024, 64 << 10)
+        } else {
+            rng.log_range(64 << 10, 4 << 20)
+        };
+        (size, 8, size as u64)
     })
 }
 
@@ -535,45 +545,17 @@ pub fn binary_trees(o: &Opts) -> u64 {
 
 /// Large blocks, every page touched.
 pub fn large(o: &Opts) -> u64 {
-    const LIVE: usize = 4;
-    let ops = o.ops(500);
-    per_thread(o.threads, |me| {
-        let mut rng = Rng::new(o.seed, 600 + me as u64);
-        let mut slots: Vec<Option<Blk>> = (0..LIVE).map(|_| None).collect();
-        let mut sum = 0u64;
-        for i in 0..ops {
-            let s = rng.range(0, LIVE - 1);
-            if let Some(b) = slots[s].take() {
-                b.free();
-            }
-            let size = rng.log_range(32 << 10, 8 << 20);
-            sum = sum.wrapping_add(size as u64);
-            slots[s] = Some(Blk::new(size, 8, i as u8));
-        }
-        slots.into_iter().flatten().for_each(Blk::free);
-        sum
+    slot_churn(o, 600, 4, o.ops(500), |rng| {
+        let size = rng.log_range(32 << 10, 8 << 20);
+        (size, 8, size as u64)
     })
 }
 
 /// Aligned requests.
 pub fn aligned(o: &Opts) -> u64 {
-    const SLOTS: usize = 1024;
-    let ops = o.ops(300_000);
-    per_thread(o.threads, |me| {
-        let mut rng = Rng::new(o.seed, 700 + me as u64);
-        let mut slots: Vec<Option<Blk>> = (0..SLOTS).map(|_| None).collect();
-        let mut sum = 0u64;
-        for i in 0..ops {
-            let s = rng.range(0, SLOTS - 1);
-            if let Some(b) = slots[s].take() {
-                b.free();
-            }
-            let align = 8usize << rng.range(0, 9);
-            let size = rng.range(8, 4096);
-            sum = sum.wrapping_add((size + align) as u64);
-            slots[s] = Some(Blk::new(size, align, i as u8));
-        }
-        slots.into_iter().flatten().for_each(Blk::free);
-        sum
+    slot_churn(o, 700, 1024, o.ops(300_000), |rng| {
+        let align = 8usize << rng.range(0, 9);
+        let size = rng.range(8, 4096);
+        (size, align, (size + align) as u64)
     })
 }

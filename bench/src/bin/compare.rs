@@ -644,6 +644,26 @@ fn scaling_report(a: &Args, c: &BTreeMap<(String, String, usize), Cell>, ts: &[u
 
 const COLORS: [&str; 5] = ["#1f77b4", "#7f7f7f", "#2ca02c", "#d62728", "#9467bd"];
 
+/// The chart colour of an allocator.
+fn color(al: &str) -> &'static str {
+    COLORS[ALL_ALLOCATORS.iter().position(|n| *n == al).unwrap_or(0)]
+}
+
+/// One colour key per allocator along a line at `y`, then the end of the SVG.
+fn legend(s: &mut String, allocators: &[String], left: f64, y: f64) {
+    for (ai, al) in allocators.iter().enumerate() {
+        let x = left + ai as f64 * 110.0;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{y}">{al}</text>"##,
+            y - 9.0,
+            color(al),
+            x + 14.0
+        );
+    }
+    s.push_str("</svg>\n");
+}
+
 /// Grouped bars: per workload, each allocator's median wall time and peak RSS relative to
 /// gomalloc's (gomalloc = 1).
 fn compare_svg(a: &Args, c: &BTreeMap<(String, String, usize), Cell>) -> String {
@@ -711,7 +731,7 @@ fn compare_svg(a: &Args, c: &BTreeMap<(String, String, usize), Cell>) -> String 
                     r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{w} {al}: {r:.2}</title></rect>"##,
                     base - h,
                     bar * 0.95,
-                    COLORS[ALL_ALLOCATORS.iter().position(|n| n == al).unwrap_or(0)]
+                    color(al)
                 );
                 if r > ymax {
                     let _ = writeln!(
@@ -730,18 +750,7 @@ fn compare_svg(a: &Args, c: &BTreeMap<(String, String, usize), Cell>) -> String 
             );
         }
     }
-    for (ai, al) in a.allocators.iter().enumerate() {
-        let x = left + ai as f64 * 110.0;
-        let y = height - 14.0;
-        let _ = writeln!(
-            s,
-            r##"<rect x="{x}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{y}">{al}</text>"##,
-            y - 9.0,
-            COLORS[ALL_ALLOCATORS.iter().position(|n| n == al).unwrap_or(0)],
-            x + 14.0
-        );
-    }
-    s.push_str("</svg>\n");
+    legend(&mut s, &a.allocators, left, height - 14.0);
     s
 }
 
@@ -800,22 +809,11 @@ fn scaling_svg(a: &Args, c: &BTreeMap<(String, String, usize), Cell>, ts: &[usiz
             let _ = writeln!(
                 s,
                 r##"<polyline fill="none" stroke-width="2" stroke="{}" points="{}"><title>{al}</title></polyline>"##,
-                COLORS[ALL_ALLOCATORS.iter().position(|n| n == al).unwrap_or(0)],
+                color(al),
                 pts.join(" ")
             );
         }
     }
-    for (ai, al) in a.allocators.iter().enumerate() {
-        let x = pad + ai as f64 * 110.0;
-        let y = height - 10.0;
-        let _ = writeln!(
-            s,
-            r##"<rect x="{x}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{y}">{al}</text>"##,
-            y - 9.0,
-            COLORS[ALL_ALLOCATORS.iter().position(|n| n == al).unwrap_or(0)],
-            x + 14.0
-        );
-    }
-    s.push_str("</svg>\n");
+    legend(&mut s, &a.allocators, pad, height - 10.0);
     s
 }
