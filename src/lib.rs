@@ -81,9 +81,9 @@ mod api {
 
     /// Shards of the page heap. Each thread allocates spans from one shard (chosen round-robin
     /// when its cache is set up, over at most as many shards as there are CPUs); a span goes
-    /// back to the shard that handed it out. Each shard has its own lock and arenas, so threads
-    /// allocating large blocks do not queue behind one heap lock (jemalloc's arenas, at the
-    /// page-heap level only: small objects still meet in the shared central lists).
+    /// back to the shard that handed it out. Each shard has its own lock and arenas, and its own
+    /// central lists (`CENTRAL`), so threads on different shards do not queue behind one lock
+    /// (jemalloc's arenas).
     pub(crate) const NHEAPS: usize = 16;
     pub(crate) static HEAPS: [MHeap; NHEAPS] = [const { MHeap::new_global() }; NHEAPS];
     /// Central lists: one per size class for each heap shard. A thread's cache refills from
@@ -94,16 +94,18 @@ mod api {
 
     /// Every central list, with its class.
     pub(crate) fn all_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
-        CENTRAL
-            .iter()
-            .flat_map(|shard| shard.iter().enumerate().skip(1))
+        centrals_of(NHEAPS)
     }
 
     /// The central lists of the shards in use (see `mcache::active_shards`).
     pub(crate) fn active_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
+        centrals_of(mcache::active_shards())
+    }
+
+    fn centrals_of(shards: usize) -> impl Iterator<Item = (usize, &'static MCentral)> {
         CENTRAL
             .iter()
-            .take(mcache::active_shards())
+            .take(shards)
             .flat_map(|shard| shard.iter().enumerate().skip(1))
     }
 

@@ -290,13 +290,14 @@ impl MCache {
     /// This thread's central list for `class` (its heap shard's).
     #[inline]
     fn central(&self, class: usize) -> &'static crate::mcentral::MCentral {
-        &CENTRAL[self.heap.get() as usize % NHEAPS][class]
+        &CENTRAL[self.heap.get() as usize][class]
     }
 
     /// Refills the empty list of `class` with a batch and returns one object of it.
     fn refill(&self, class: usize) -> *mut u8 {
-        let heap = &HEAPS[self.heap.get() as usize];
-        let b = self.central(class).refill(heap, class, CLASS_BATCH[class]);
+        let b =
+            self.central(class)
+                .refill(&HEAPS[self.heap.get() as usize], class, CLASS_BATCH[class]);
         if b.len == 0 {
             return ptr::null_mut();
         }
@@ -323,12 +324,8 @@ impl MCache {
             // was allocated by another thread. Those objects go home instead of being handed
             // out here again next to their neighbours' objects (Hoard's "cache-scratch" false
             // sharing). After a batch of them, or the first refill, the list caches normally.
-            let mut b = Batch::EMPTY;
             // SAFETY: `p` is a free object of this class (precondition).
-            unsafe {
-                b.push(p);
-                self.central(class).spill(class, b);
-            }
+            unsafe { give_back_one(self.central(class), class, p) };
             bump(&l.nfree);
             l.homed.set(l.homed.get() + 1);
             if l.homed.get() >= CLASS_BATCH[class] {
@@ -510,13 +507,22 @@ fn direct_alloc(class: usize) -> *mut u8 {
 /// # Safety
 /// As for [`free`].
 unsafe fn direct_free(class: usize, p: *mut u8) {
-    let mut b = Batch::EMPTY;
     // SAFETY: `p` is a free object of this class.
+    unsafe { give_back_one(&CENTRAL[0][class], class, p) };
+    RETIRED[class][1].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Gives one free object back through central list `c` (it goes home to its span).
+///
+/// # Safety
+/// `p` is a free object of `class`.
+unsafe fn give_back_one(c: &crate::mcentral::MCentral, class: usize, p: *mut u8) {
+    let mut b = Batch::EMPTY;
+    // SAFETY: forwarded precondition.
     unsafe {
         b.push(p);
-        CENTRAL[0][class].spill(class, b);
+        c.spill(class, b);
     }
-    RETIRED[class][1].fetch_add(1, Ordering::Relaxed);
 }
 
 /// A cached large span of exactly `npages` pages, or null.
@@ -731,7 +737,7 @@ pub unsafe fn reset_registry_after_fork_child() {
 #[inline]
 pub fn heap() -> &'static MHeap {
     // `heap` is below NHEAPS by construction (placeholders: 0).
-    with_cache(|c| &HEAPS[c.heap.get() as usize % NHEAPS])
+    with_cache(|c| &HEAPS[c.heap.get() as usize])
 }
 
 /// How many heap shards threads are spread over (0 until the first cache is set up).

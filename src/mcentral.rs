@@ -317,14 +317,24 @@ unsafe fn send_home(class: usize, mut batch: Batch) {
 /// # Safety
 /// `p` was handed out for `class` and is free (so its span cannot be freed meanwhile).
 unsafe fn origin<'a>(class: usize, p: *mut u8) -> Option<&'a MCentral> {
+    // SAFETY: forwarded precondition; a span `home_span` returns is live and stable.
+    unsafe { home_span(class, p).as_ref()?.central.as_ref() }
+}
+
+/// The live SMALL span of `class` holding `p`, or null if `p` is not in one.
+///
+/// # Safety
+/// As for [`origin`].
+unsafe fn home_span(class: usize, p: *mut u8) -> *mut Span {
     let s = pagemap::span_of(p as usize);
-    // SAFETY: a span found in the page map is a valid descriptor; ours is stable (above).
+    // SAFETY: a span found in the page map is a valid descriptor; while one of its objects is
+    // out it cannot be freed, so its state and class are stable.
     unsafe {
         if s.is_null() || (*s).state != span::SMALL || (*s).class as usize != class {
-            return None;
+            return ptr::null_mut();
         }
-        (*s).central.as_ref()
     }
+    s
 }
 
 /// Objects whose spans are looked up per lock acquisition when going home.
@@ -349,8 +359,8 @@ unsafe fn find_homes(
         // found is checked before it is used.
         unsafe {
             let next = (p as *mut *mut u8).read();
-            let s = pagemap::span_of(p as usize);
-            if s.is_null() || (*s).state != span::SMALL || (*s).class as usize != class {
+            let s = home_span(class, p);
+            if s.is_null() {
                 diag::fatal(
                     "free of a pointer not allocated by gomalloc with this size",
                     p as usize,
