@@ -50,6 +50,10 @@ pub mod size_class;
 pub mod span;
 mod sync;
 
+use mcentral::MCentral;
+use mheap::MHeap;
+use size_class::NUM_CLASSES;
+
 #[cfg(all(feature = "checked", not(loom)))]
 mod check;
 #[cfg(not(loom))]
@@ -60,59 +64,90 @@ mod huge;
 mod malloc;
 #[cfg(not(loom))]
 mod mcache;
+/// Under loom the thread cache is public so that the models in `loom-tests/` can drive it.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod mcache;
 #[cfg(not(loom))]
 mod scavenger;
 #[cfg(not(loom))]
 pub mod stats;
+
+/// Shards of the page heap. Each thread allocates spans from one shard (chosen round-robin
+/// when its cache is set up, over at most as many shards as there are CPUs); a span goes
+/// back to the shard that handed it out. Each shard has its own lock and arenas, and its own
+/// central lists (`CENTRAL`), so threads on different shards do not queue behind one lock
+/// (jemalloc's arenas).
+#[cfg(not(loom))]
+pub(crate) const NHEAPS: usize = 16;
+/// Under loom, one shard: the models' threads then meet on the same central lists and heap
+/// (cross-shard homing has its own model on `mcentral`).
+#[cfg(loom)]
+pub(crate) const NHEAPS: usize = 1;
+sync::global! {
+    pub(crate) static HEAPS: [MHeap; NHEAPS] = sync::array![MHeap::new_global(); NHEAPS];
+}
+sync::global! {
+    /// Central lists: one per size class for each heap shard. A thread's cache refills from
+    /// and spills to its shard's lists (so threads on different shards do not meet on a lock);
+    /// an object always goes home to the list whose span holds it.
+    pub(crate) static CENTRAL: [[MCentral; NUM_CLASSES]; NHEAPS] =
+        sync::array![sync::array![MCentral::new(); NUM_CLASSES]; NHEAPS];
+}
+
+/// Every central list, with its class.
+pub(crate) fn all_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
+    centrals_of(NHEAPS)
+}
+
+/// The central lists of the shards in use (see `mcache::active_shards`).
+pub(crate) fn active_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
+    centrals_of(mcache::active_shards())
+}
+
+fn centrals_of(shards: usize) -> impl Iterator<Item = (usize, &'static MCentral)> {
+    let all: &'static [[MCentral; NUM_CLASSES]; NHEAPS] = &CENTRAL;
+    all.iter()
+        .take(shards)
+        .flat_map(|shard| shard.iter().enumerate().skip(1))
+}
+
+/// The heap shards in use.
+pub(crate) fn active_heaps() -> &'static [MHeap] {
+    let all: &'static [MHeap; NHEAPS] = &HEAPS;
+    &all[..mcache::active_shards()]
+}
+
+/// What the loom models in `loom-tests/` look at besides the thread cache: the globals of the
+/// current model execution.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod model {
+    pub use crate::mcache;
+    use crate::mcentral::MCentral;
+    use crate::mheap::MHeap;
+
+    /// The page-heap shards.
+    pub fn heaps() -> &'static [MHeap] {
+        crate::active_heaps()
+    }
+
+    /// The central list of `class` in shard 0.
+    pub fn central(class: usize) -> &'static MCentral {
+        &crate::CENTRAL[0][class]
+    }
+}
 
 #[cfg(not(loom))]
 pub use api::*;
 
 #[cfg(not(loom))]
 mod api {
-    use crate::mcentral::MCentral;
-    use crate::mheap::MHeap;
-    use crate::size_class::NUM_CLASSES;
-    use crate::{malloc, mcache};
+    use crate::{active_centrals, active_heaps, malloc, mcache};
     use core::alloc::{GlobalAlloc, Layout};
 
     pub use crate::malloc::HUGE_THRESHOLD;
     pub use crate::stats::{BySize, MemStats};
-
-    /// Shards of the page heap. Each thread allocates spans from one shard (chosen round-robin
-    /// when its cache is set up, over at most as many shards as there are CPUs); a span goes
-    /// back to the shard that handed it out. Each shard has its own lock and arenas, and its own
-    /// central lists (`CENTRAL`), so threads on different shards do not queue behind one lock
-    /// (jemalloc's arenas).
-    pub(crate) const NHEAPS: usize = 16;
-    pub(crate) static HEAPS: [MHeap; NHEAPS] = [const { MHeap::new_global() }; NHEAPS];
-    /// Central lists: one per size class for each heap shard. A thread's cache refills from
-    /// and spills to its shard's lists (so threads on different shards do not meet on a lock);
-    /// an object always goes home to the list whose span holds it.
-    pub(crate) static CENTRAL: [[MCentral; NUM_CLASSES]; NHEAPS] =
-        [const { [const { MCentral::new() }; NUM_CLASSES] }; NHEAPS];
-
-    /// Every central list, with its class.
-    pub(crate) fn all_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
-        centrals_of(NHEAPS)
-    }
-
-    /// The central lists of the shards in use (see `mcache::active_shards`).
-    pub(crate) fn active_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
-        centrals_of(mcache::active_shards())
-    }
-
-    fn centrals_of(shards: usize) -> impl Iterator<Item = (usize, &'static MCentral)> {
-        CENTRAL
-            .iter()
-            .take(shards)
-            .flat_map(|shard| shard.iter().enumerate().skip(1))
-    }
-
-    /// The heap shards in use.
-    pub(crate) fn active_heaps() -> &'static [MHeap] {
-        &HEAPS[..mcache::active_shards()]
-    }
 
     /// The allocator. Install it with
     /// `#[global_allocator] static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;`.

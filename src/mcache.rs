@@ -44,17 +44,20 @@
 //!
 //! Locks: none on the fast path. The registry lock is taken to register, retire and read
 //! counters, never while a central or heap lock is held.
+//!
+//! Under `--cfg loom` the module is public and its statics are loom lazy statics (fresh for each
+//! model execution); there are no pthread keys, so a model thread calls [`exit_thread`] last and
+//! the key is a counter of creations. The models are in `loom-tests/tests/mcache.rs`.
 
 use crate::fixalloc::FixAlloc;
 use crate::mcentral::Batch;
 use crate::mheap::MHeap;
 use crate::size_class::{CLASS_BATCH, NUM_CLASSES, PAGE_SHIFT};
 use crate::span::Span;
-use crate::sync::{Mutex, RawLock};
+use crate::sync::{self, const_fn, AtomicU32, AtomicU64, AtomicU8, Mutex, Ordering};
 use crate::{CENTRAL, HEAPS, NHEAPS};
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 const UNINIT: u8 = 0;
 const ACTIVE: u8 = 1;
@@ -75,14 +78,16 @@ pub struct ClassCache {
 }
 
 impl ClassCache {
-    const fn new() -> Self {
-        ClassCache {
-            head: Cell::new(ptr::null_mut()),
-            len: Cell::new(0),
-            max: Cell::new(0),
-            homed: Cell::new(0),
-            nmalloc: AtomicU64::new(0),
-            nfree: AtomicU64::new(0),
+    const_fn! {
+        fn new() -> Self {
+            ClassCache {
+                head: Cell::new(ptr::null_mut()),
+                len: Cell::new(0),
+                max: Cell::new(0),
+                homed: Cell::new(0),
+                nmalloc: AtomicU64::new(0),
+                nfree: AtomicU64::new(0),
+            }
         }
     }
 }
@@ -127,30 +132,54 @@ pub struct MCache {
 unsafe impl Sync for MCache {}
 
 impl MCache {
-    const fn new(state: u8) -> Self {
-        MCache {
-            lists: [const { ClassCache::new() }; NUM_CLASSES],
-            large: [const { Cell::new((0, ptr::null_mut())) }; LARGE_SLOTS],
-            large_bytes: Cell::new(0),
-            grown: Cell::new(0),
-            large_alloc_bytes: AtomicU64::new(0),
-            large_freed_bytes: AtomicU64::new(0),
-            state: Cell::new(state),
-            heap: Cell::new(0),
-            next: Cell::new(ptr::null()),
-            prev: Cell::new(ptr::null()),
+    const_fn! {
+        fn new(state: u8) -> Self {
+            MCache {
+                lists: sync::array![ClassCache::new(); NUM_CLASSES],
+                large: [const { Cell::new((0, ptr::null_mut())) }; LARGE_SLOTS],
+                large_bytes: Cell::new(0),
+                grown: Cell::new(0),
+                large_alloc_bytes: AtomicU64::new(0),
+                large_freed_bytes: AtomicU64::new(0),
+                state: Cell::new(state),
+                heap: Cell::new(0),
+                next: Cell::new(ptr::null()),
+                prev: Cell::new(ptr::null()),
+            }
         }
     }
 }
 
-/// What a thread points at before its first call (see the module docs); never written.
-static UNINIT_CACHE: MCache = MCache::new(UNINIT);
-/// What a thread points at while setting up and after retiring; never written.
-static DEAD_CACHE: MCache = MCache::new(DIRECT);
+sync::global! {
+    /// What a thread points at before its first call (see the module docs); never written.
+    static UNINIT_CACHE: MCache = MCache::new(UNINIT);
+}
+sync::global! {
+    /// What a thread points at while setting up and after retiring; never written.
+    static DEAD_CACHE: MCache = MCache::new(DIRECT);
+}
 
+/// The placeholder for threads that have not set up their cache.
+#[cfg(loom)]
+fn uninit_cache() -> &'static MCache {
+    &UNINIT_CACHE
+}
+
+/// The placeholder for threads without a usable cache.
+#[inline]
+fn dead_cache() -> &'static MCache {
+    &DEAD_CACHE
+}
+
+#[cfg(not(loom))]
 thread_local! {
     /// This thread's cache: a registry node once activated, else a static placeholder.
     static CURRENT: Cell<*const MCache> = const { Cell::new(&UNINIT_CACHE) };
+}
+// Under loom: loom's thread-local, fresh for each model thread of each execution.
+#[cfg(loom)]
+loom::thread_local! {
+    static CURRENT: Cell<*const MCache> = Cell::new(uninit_cache());
 }
 
 /// Runs `f` on this thread's cache.
@@ -168,12 +197,16 @@ fn set_current(c: *const MCache) {
     CURRENT.with(|cur| cur.set(c));
 }
 
-/// Counters of caches that have gone (and of DIRECT-mode operations), per class; class 0 counts
-/// large objects.
-static RETIRED: [[AtomicU64; 2]; NUM_CLASSES] =
-    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; NUM_CLASSES];
-/// Bytes of large objects allocated / freed by gone caches and in DIRECT mode.
-static RETIRED_LARGE_BYTES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+sync::global! {
+    /// Counters of caches that have gone (and of DIRECT-mode operations), per class; class 0
+    /// counts large objects.
+    static RETIRED: [[AtomicU64; 2]; NUM_CLASSES] =
+        sync::array![sync::array![AtomicU64::new(0); 2]; NUM_CLASSES];
+}
+sync::global! {
+    /// Bytes of large objects allocated / freed by gone caches and in DIRECT mode.
+    static RETIRED_LARGE_BYTES: [AtomicU64; 2] = sync::array![AtomicU64::new(0); 2];
+}
 
 /// The live cache nodes (for `stats()`), and the pool that makes and recycles nodes.
 struct Registry {
@@ -184,10 +217,12 @@ struct Registry {
 // SAFETY: the pointers name nodes in memory that is never unmapped; only used under the lock.
 unsafe impl Send for Registry {}
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    head: ptr::null(),
-    nodes: FixAlloc::new(core::mem::size_of::<MCache>()),
-});
+sync::global! {
+    static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+        head: ptr::null(),
+        nodes: FixAlloc::new(core::mem::size_of::<MCache>()),
+    });
+}
 
 impl Registry {
     /// A fresh `ACTIVE` node linked into the registry, or null if the OS refuses memory.
@@ -415,22 +450,21 @@ impl MCache {
 #[cold]
 fn activate() -> &'static MCache {
     // Anything this thread allocates while we set up goes straight to central.
-    set_current(&DEAD_CACHE);
+    set_current(dead_cache());
     let Some(key) = exit_key() else {
-        return &DEAD_CACHE;
+        return dead_cache();
     };
     let node = REGISTRY.lock().new_node();
     if node.is_null() {
-        return &DEAD_CACHE;
+        return dead_cache();
     }
     // SAFETY: nodes are never unmapped.
     let node: &'static MCache = unsafe { &*node };
-    // SAFETY: the key is valid; a non-null value makes glibc call our destructor at exit.
-    if unsafe { libc::pthread_setspecific(key, ptr::dangling::<libc::c_void>()) } != 0 {
+    if !arm_exit_hook(key) {
         let mut r = REGISTRY.lock();
         // SAFETY: the node is registered and empty; we hold the lock.
         unsafe { retire_node(&mut r, node) };
-        return &DEAD_CACHE;
+        return dead_cache();
     }
     node.reset_bounds();
     node.heap.set(next_shard());
@@ -445,7 +479,7 @@ fn retire_current() {
     if c.state.get() != ACTIVE {
         return;
     }
-    set_current(&DEAD_CACHE);
+    set_current(dead_cache());
     c.flush();
     let mut r = REGISTRY.lock();
     // SAFETY: `c` is this thread's registered node, now empty; we hold the lock.
@@ -662,45 +696,94 @@ pub fn node_stats() -> (usize, usize) {
 
 // ---- the exit hook ------------------------------------------------------------------------
 
-static KEY_STATE: AtomicU8 = AtomicU8::new(0); // 0 none, 1 creating, 2 ready, 3 failed
-static KEY: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+sync::global! {
+    /// 0 none, 1 being created, 2 ready, 3 failed.
+    static KEY_STATE: AtomicU8 = AtomicU8::new(0);
+}
+sync::global! {
+    static KEY: AtomicU32 = AtomicU32::new(0);
+}
 
-/// The pthread key whose destructor retires a thread's cache, created once.
-fn exit_key() -> Option<libc::pthread_key_t> {
+/// The pthread key whose destructor retires a thread's cache, created once by whichever thread
+/// first sets up a cache (others wait for it).
+fn exit_key() -> Option<u32> {
     loop {
         match KEY_STATE.load(Ordering::Acquire) {
-            2 => return Some(KEY.load(Ordering::Relaxed) as libc::pthread_key_t),
+            2 => return Some(KEY.load(Ordering::Relaxed)),
             3 => return None,
             0 => {
                 if KEY_STATE
                     .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    // The fork handlers first: a fork from here on keeps the locks sane, and a
-                    // child forked mid-creation starts over (see `reset_key_after_fork_child`).
-                    crate::fork::install();
-                    let mut key: libc::pthread_key_t = 0;
-                    // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn
-                    // that lives forever.
-                    let ok =
-                        unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0;
-                    KEY.store(key as u32, Ordering::Relaxed);
-                    KEY_STATE.store(if ok { 2 } else { 3 }, Ordering::Release);
+                    let key = create_exit_key();
+                    KEY.store(key.unwrap_or(0), Ordering::Relaxed);
+                    KEY_STATE.store(if key.is_some() { 2 } else { 3 }, Ordering::Release);
                 }
             }
-            _ => core::hint::spin_loop(),
+            _ => sync::spin_hint(),
         }
     }
 }
 
+/// Creates the exit key (after installing the fork handlers: a fork from here on keeps the
+/// locks sane, and a child forked mid-creation starts over, see `reset_key_after_fork_child`).
+#[cfg(not(loom))]
+fn create_exit_key() -> Option<u32> {
+    crate::fork::install();
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn that lives
+    // forever.
+    let ok = unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0;
+    ok.then_some(key as u32)
+}
+
+/// Makes the exit hook run for this thread.
+#[cfg(not(loom))]
+fn arm_exit_hook(key: u32) -> bool {
+    // SAFETY: the key is valid; a non-null value makes glibc call our destructor at exit.
+    unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, ptr::dangling()) == 0 }
+}
+
+#[cfg(not(loom))]
 extern "C" fn on_thread_exit(_: *mut libc::c_void) {
     retire_current();
+}
+
+// Under loom there are no pthread keys: the key is a counter of creations (a model checks it is
+// created once), and a model thread runs the exit hook itself, by calling `exit_thread` last.
+#[cfg(loom)]
+sync::global! {
+    static KEYS_CREATED: AtomicU32 = AtomicU32::new(0);
+}
+
+#[cfg(loom)]
+fn create_exit_key() -> Option<u32> {
+    Some(KEYS_CREATED.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(loom)]
+fn arm_exit_hook(_key: u32) -> bool {
+    true
+}
+
+/// The exit hook, as glibc would run it at the end of a model thread.
+#[cfg(loom)]
+pub fn exit_thread() {
+    retire_current();
+}
+
+/// How many times the exit key was created in this execution.
+#[cfg(loom)]
+pub fn exit_keys_created() -> u32 {
+    KEYS_CREATED.load(Ordering::Relaxed)
 }
 
 // ---- fork ---------------------------------------------------------------------------------
 
 /// The registry lock, for `fork()` handling.
-pub fn registry_lock() -> &'static dyn RawLock {
+#[cfg(not(loom))]
+pub fn registry_lock() -> &'static dyn crate::sync::RawLock {
     &REGISTRY
 }
 
@@ -740,8 +823,14 @@ pub fn heap() -> &'static MHeap {
     with_cache(|c| &HEAPS[c.heap.get() as usize])
 }
 
-/// How many heap shards threads are spread over (0 until the first cache is set up).
-static SHARDS: AtomicU8 = AtomicU8::new(0);
+sync::global! {
+    /// How many heap shards threads are spread over (0 until the first cache is set up).
+    static SHARDS: AtomicU8 = AtomicU8::new(0);
+}
+sync::global! {
+    /// The next shard to hand out, modulo `SHARDS`.
+    static NEXT_SHARD: AtomicU8 = AtomicU8::new(0);
+}
 
 /// The heap shards in use: threads only ever use shards below this (threads without a cache
 /// use shard 0). Scanning only these keeps the unused shards' memory untouched.
@@ -753,7 +842,6 @@ pub fn active_shards() -> usize {
 /// CPUs (at most `NHEAPS`), so that few threads share a heap lock and a small machine keeps
 /// few shards' worth of idle pages.
 fn next_shard() -> u8 {
-    static NEXT: AtomicU8 = AtomicU8::new(0);
     let mut n = SHARDS.load(Ordering::Relaxed);
     if n == 0 {
         // SAFETY: sysconf has no preconditions.
@@ -761,5 +849,5 @@ fn next_shard() -> u8 {
         n = cpus.clamp(1, NHEAPS as libc::c_long) as u8;
         SHARDS.store(n, Ordering::Relaxed);
     }
-    NEXT.fetch_add(1, Ordering::Relaxed) % n
+    NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % n
 }

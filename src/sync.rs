@@ -19,9 +19,9 @@ use core::ops::{Deref, DerefMut};
 
 pub(crate) use core::sync::atomic::Ordering;
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::AtomicU32;
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 /// Declares a constructor that is `const fn` in normal builds and a plain `fn` under loom.
 macro_rules! const_fn {
@@ -33,6 +33,56 @@ macro_rules! const_fn {
     };
 }
 pub(crate) use const_fn;
+
+/// Declares a process-wide static: a plain `static` in normal builds; under loom a lazily built
+/// value that loom makes afresh for each execution of a model (its `lazy_static`), so every
+/// execution starts from empty globals and their atomics are loom's. Code uses it the same way
+/// in both builds (method calls and indexing go through `Deref` under loom).
+macro_rules! global {
+    ($(#[$m:meta])* $vis:vis static $name:ident: $ty:ty = $init:expr;) => {
+        #[cfg(not(loom))]
+        $(#[$m])* $vis static $name: $ty = $init;
+
+        #[cfg(loom)]
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        $vis struct $name {
+            _private: (),
+        }
+        #[cfg(loom)]
+        $(#[$m])* $vis static $name: $name = $name { _private: () };
+        #[cfg(loom)]
+        impl core::ops::Deref for $name {
+            type Target = $ty;
+            fn deref(&self) -> &$ty {
+                fn init() -> $ty {
+                    $init
+                }
+                static LAZY: loom::lazy_static::Lazy<$ty> = loom::lazy_static::Lazy {
+                    init,
+                    _p: core::marker::PhantomData,
+                };
+                LAZY.get()
+            }
+        }
+    };
+}
+pub(crate) use global;
+
+/// `[e; n]` for a non-`Copy` element: a const-block repeat in normal builds, `from_fn` under
+/// loom (whose constructors are not `const`).
+#[cfg(not(loom))]
+macro_rules! array {
+    ($e:expr; $n:expr) => {
+        [const { $e }; $n]
+    };
+}
+#[cfg(loom)]
+macro_rules! array {
+    ($e:expr; $n:expr) => {
+        core::array::from_fn(|_| $e)
+    };
+}
+pub(crate) use array;
 
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
@@ -219,13 +269,14 @@ impl<T> Drop for MutexGuard<'_, T> {
     }
 }
 
+/// One turn of a spin-wait (under loom: a yield, so the model lets the other thread run).
 #[cfg(not(loom))]
 #[inline]
-fn spin_hint() {
+pub(crate) fn spin_hint() {
     core::hint::spin_loop();
 }
 #[cfg(loom)]
-fn spin_hint() {
+pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
