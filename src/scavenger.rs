@@ -10,12 +10,15 @@
 //! may keep. The thread sleeps on the futex until then, then every `TICK_MS` asks the heap to
 //! release spans idle for at least `SCAVENGE_DELAY_MS` (`MHeap::scavenge_aged`), and goes back to
 //! sleep once the heap is under its bound. A program that never frees much never starts it.
+//! After `IDLE_EXIT_MS` without work the thread ends, and the next `wake` starts another: a
+//! process whose own threads have all exited (last one through `pthread_exit`) must end, not
+//! wait for ours.
 //!
 //! Locks: none of its own. `wake` is called with no allocator lock held (the heap drops its lock
 //! first), because starting the thread may allocate (glibc's thread set-up) and the thread takes
 //! the heap lock.
 
-use crate::sync::{futex_wait, futex_wake};
+use crate::sync::futex_wake;
 use crate::{active_centrals, active_heaps};
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
@@ -33,7 +36,7 @@ const TICK_MS: u64 = 250;
 /// Asks the scavenger to look at the heap. Returns false if no scavenger thread can run (the
 /// caller then releases pages itself).
 pub fn wake() -> bool {
-    match STATE.load(Ordering::Acquire) {
+    match STATE.load(Ordering::SeqCst) {
         RUNNING | STARTING => {}
         UNAVAILABLE => return false,
         _ => {
@@ -50,7 +53,7 @@ pub fn wake() -> bool {
         }
     }
     // A plain load first: while the scavenger has work pending, frees write nothing shared.
-    if WORK.load(Ordering::Relaxed) == 0 && WORK.swap(1, Ordering::AcqRel) == 0 {
+    if WORK.load(Ordering::Relaxed) == 0 && WORK.swap(1, Ordering::SeqCst) == 0 {
         futex_wake(&WORK);
     }
     true
@@ -83,8 +86,11 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         libc::prctl(libc::PR_SET_NAME, c"gomalloc-scav".as_ptr());
     }
     loop {
-        while WORK.swap(0, Ordering::AcqRel) == 0 {
-            futex_wait(&WORK, 0);
+        if WORK.swap(0, Ordering::SeqCst) == 0 {
+            wait_for_work(IDLE_EXIT_MS);
+            if WORK.swap(0, Ordering::SeqCst) == 0 && retire() {
+                return core::ptr::null_mut();
+            }
         }
         loop {
             sleep_ms(TICK_MS);
@@ -93,6 +99,49 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             }
         }
     }
+}
+
+/// How long the thread waits for work before it ends (see [`retire`]).
+const IDLE_EXIT_MS: u64 = 1000;
+
+/// Ends the thread's run after `IDLE_EXIT_MS` without work: a background thread must never keep
+/// a process alive after its own threads have all gone (a C program whose last thread calls
+/// `pthread_exit`, or a child forked from a non-main thread whose thread returns, ends only
+/// when no thread is left). The next `wake` starts a new thread. Returns false if a wake came
+/// in meanwhile, and the thread goes on.
+fn retire() -> bool {
+    STATE.store(NOT_STARTED, Ordering::SeqCst);
+    // A `wake` that saw RUNNING before the store above has set WORK (both sides use SeqCst,
+    // so at least one sees the other): stay, unless that wake already started a new thread.
+    !(WORK.load(Ordering::SeqCst) != 0
+        && STATE
+            .compare_exchange(NOT_STARTED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok())
+}
+
+/// Sleeps until WORK is set or `ms` pass.
+#[cfg(not(miri))]
+fn wait_for_work(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    };
+    // SAFETY: FUTEX_WAIT reads the u32 at WORK, valid for the call, with a valid relative
+    // timeout; a spurious or early return only shortens the wait.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            WORK.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            0u32,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+#[cfg(miri)]
+fn wait_for_work(ms: u64) {
+    sleep_ms(ms);
 }
 
 /// Central-list activity seen by the previous pass.
