@@ -14,9 +14,16 @@
 # - TSan: data races on any memory, gomalloc's included (TSan shadows all application memory),
 #   with std rebuilt instrumented (-Zbuild-std); gomalloc's futex lock is built on atomics,
 #   which TSan models.
-# - memcheck: reads of uninitialised values, bad system call arguments, and accesses to memory
-#   gomalloc has unmapped (huge blocks, remaps); gomalloc's mappings are defined memory to it,
-#   so it cannot flag use-after-free inside live mappings.
+# - memcheck, on a normal build: reads of uninitialised values, bad system call arguments, and
+#   accesses to memory gomalloc has unmapped; gomalloc's mappings are defined memory to it, so
+#   it sees nothing of blocks. With --features valgrind (src/valgrind.rs) gomalloc describes
+#   every block with client requests (MALLOCLIKE / FREELIKE / RESIZEINPLACE; free memory
+#   NOACCESS), and memcheck reports use after free, reads past the asked size, branches on
+#   never-written heap bytes, invalid frees and definitely lost small blocks. The step runs the
+#   normal build (as before) and the feature build of several test binaries, multi-threaded ones
+#   included, with --leak-check=full and definite leaks counted as errors; tests/valgrind.rs
+#   checks that memcheck reports a planted use after free and uninitialised read with the
+#   feature, and nothing without it.
 #
 # Skipped tests, and why:
 # - ASan and TSan, oom: the child sets RLIMIT_AS just above its current size; under ASan it
@@ -35,6 +42,9 @@
 #   where the test wants 8 MiB; thread_exit: RSS +33 MiB over 1 900 threads, heap_inuse fine;
 #   the stats one passes or fails from run to run).
 # - checked: built only with --features checked (not run here).
+# - ASan and TSan, valgrind: it runs valgrind on its own binary (valgrind cannot run sanitizer
+#   binaries); it runs in the valgrind step.
+# - valgrind, thread_exit's RSS assertion: valgrind's own per-thread memory dominates RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -57,7 +67,7 @@ tests_except() {
   for f in tests/*.rs; do
     n=$(basename "$f" .rs)
     skip=0
-    for s in checked "$@"; do [ "$n" = "$s" ] && skip=1; done
+    for s in checked valgrind "$@"; do [ "$n" = "$s" ] && skip=1; done
     [ $skip -eq 0 ] && printf -- '--test %s ' "$n"
   done
 }
@@ -108,16 +118,41 @@ for w in "${what[@]}"; do
       apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
     fi
     valgrind --version
-    step "valgrind memcheck: tests/realloc and tests/stress_random (normal release build)"
-    bins=()
-    for t in realloc stress_random; do
-      bins+=("$(cargo test --release -p gomalloc --test $t --no-run --message-format=json 2>/dev/null |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)")
-    done
+    # The test binary of tests/NAME built with cargo's extra arguments ARGS.
+    test_bin() { # test_bin NAME ARGS...
+      local t=$1
+      shift
+      cargo test --release -p gomalloc "$@" --test "$t" --no-run --message-format=json 2>/dev/null |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+    }
     vg=(valgrind --tool=memcheck --error-exitcode=99 --quiet --track-origins=yes)
-    timed "valgrind: realloc" "${vg[@]}" "${bins[0]}" --test-threads=1
+    step "valgrind memcheck: tests/realloc and tests/stress_random (normal release build)"
+    timed "valgrind: realloc" "${vg[@]}" "$(test_bin realloc)" --test-threads=1
     timed "valgrind: stress_random (2 s)" env GOMALLOC_STRESS_SECS=2 GOMALLOC_STRESS_HUGE=1 \
-      "${vg[@]}" "${bins[1]}"
+      "${vg[@]}" "$(test_bin stress_random)"
+    # With the feature memcheck tracks every block: use after free, uninitialised reads, invalid
+    # frees and leaks are errors. Leaks: definite ones only (a small block nothing points to);
+    # what the test harness and std keep until exit is "still reachable" and not reported.
+    # Large and huge blocks are never "definitely lost": their span descriptor or the huge
+    # table holds their address.
+    step "valgrind memcheck with --features valgrind: blocks described to memcheck, leaks checked"
+    vgf=("${vg[@]}" --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite)
+    timed "valgrind: demo, no feature: 0 errors" cargo test --release -p gomalloc --test valgrind
+    timed "valgrind+feature: demo: both errors" \
+      cargo test --release -p gomalloc --features valgrind --test valgrind
+    # realloc's random walk (hundreds of 16-48 MiB blocks) runs in the step above: with the
+    # feature and --track-origins every huge MALLOCLIKE tags each byte, over 8 minutes of CPU.
+    timed "valgrind+feature: realloc (skips random walk)" "${vgf[@]}" \
+      "$(test_bin realloc --features valgrind)" --test-threads=1 --skip random_walk_many_chains
+    timed "valgrind+feature: collections" "${vgf[@]}" \
+      "$(test_bin collections --features valgrind)"
+    timed "valgrind+feature: stress_threads (8 x 100k ops)" env GOMALLOC_STRESS_OPS=100000 \
+      "${vgf[@]}" "$(test_bin stress_threads --features valgrind)"
+    timed "valgrind+feature: thread_exit (skips RSS)" "${vgf[@]}" \
+      "$(test_bin thread_exit --features valgrind)" \
+      --skip two_thousand_short_lived_threads_do_not_leak_caches
+    timed "valgrind+feature: stress_random (2 s)" env GOMALLOC_STRESS_SECS=2 GOMALLOC_STRESS_HUGE=1 \
+      "${vgf[@]}" "$(test_bin stress_random --features valgrind)"
     ;;
   *)
     echo "unknown: $w (asan, tsan, valgrind)" >&2

@@ -16,13 +16,16 @@
 //!   word, which links the free list), checked when the object is handed out again; a free-list
 //!   link overwritten after free is caught as a pointer that is not a free object.
 //!
+//! With the `valgrind` feature too, the poison, canary and size word are the allocator's: it
+//! touches them inside `valgrind::with_access`, and memcheck reports the program's accesses.
+//!
 //! Costs: a page-map lookup, an atomic bit operation and a pass over the object on each small
 //! alloc and free; realloc always moves. Owns no state beyond the bits in span descriptors.
 
 use crate::diag::fatal;
 use crate::size_class::{class_size, PAGE_SHIFT};
 use crate::span::{self, Span};
-use crate::{huge, os, pagemap};
+use crate::{huge, os, pagemap, valgrind};
 use core::sync::atomic::Ordering;
 
 /// Extra bytes every block gets: the canary and the size word.
@@ -64,7 +67,7 @@ pub fn usable_size(p: *const u8) -> usize {
         return 0;
     }
     // SAFETY: the last word of a live block of ours holds its asked size.
-    unsafe { (p.add(len - 8) as *const u64).read_unaligned() as usize }
+    unsafe { read_word(p.add(len - 8)) as usize }
 }
 
 /// Fills `len` bytes of a free object with poison (the first word will hold a link).
@@ -73,7 +76,7 @@ pub fn usable_size(p: *const u8) -> usize {
 /// `p` is a free object of at least `len` bytes.
 pub unsafe fn poison(p: *mut u8, len: usize) {
     // SAFETY: precondition.
-    unsafe { core::ptr::write_bytes(p, POISON, len) };
+    valgrind::with_access(p, len, || unsafe { core::ptr::write_bytes(p, POISON, len) });
 }
 
 /// The small span of `p` with its object index, or a fatal error naming `what`.
@@ -126,7 +129,10 @@ pub unsafe fn after_alloc(p: *mut u8, size: usize, kind: Kind) {
             }
             let len = class_size(class);
             let body = core::slice::from_raw_parts(p.add(8), len - 8);
-            if body.iter().any(|&b| b != POISON) {
+            // The object is still free to memcheck: the program gets it below.
+            if valgrind::with_access(body.as_ptr(), body.len(), || {
+                body.iter().any(|&b| b != POISON)
+            }) {
                 fatal(
                     "write to a block after it was freed (use after free) at",
                     p as usize,
@@ -137,11 +143,29 @@ pub unsafe fn after_alloc(p: *mut u8, size: usize, kind: Kind) {
     }
     let len = block_len(p);
     // SAFETY: the block has CANARY bytes of room after `size` (precondition), so its last word
-    // lies at or after `size + 8`.
+    // lies at or after `size + 8`. Both words are past the asked size: never the program's.
     unsafe {
-        (p.add(size) as *mut u64).write_unaligned(canary(p));
-        (p.add(len - 8) as *mut u64).write_unaligned(size as u64);
+        write_word(p.add(size), canary(p));
+        write_word(p.add(len - 8), size as u64);
     }
+}
+
+/// Reads a word of the checking mode's (canary, size word) past a block's asked size.
+///
+/// # Safety
+/// `w` is 8 readable bytes of a block of ours.
+unsafe fn read_word(w: *const u8) -> u64 {
+    // SAFETY: precondition.
+    valgrind::with_access(w, 8, || unsafe { (w as *const u64).read_unaligned() })
+}
+
+/// Writes a word of the checking mode's past a block's asked size.
+///
+/// # Safety
+/// `w` is 8 writable bytes of a block of ours, past its asked size.
+unsafe fn write_word(w: *mut u8, v: u64) {
+    // SAFETY: precondition.
+    valgrind::with_access(w, 8, || unsafe { (w as *mut u64).write_unaligned(v) })
 }
 
 /// Checks a block about to be freed with `(size, kind)`; poisons small objects.
@@ -213,14 +237,14 @@ pub unsafe fn before_free(p: *mut u8, size: usize, kind: Kind) {
     // `size`, if `size` is the size it was allocated with, which the size word tells.
     unsafe {
         let len = block_len(p);
-        if (p.add(len - 8) as *const u64).read_unaligned() != size as u64 {
+        if read_word(p.add(len - 8)) != size as u64 {
             fatal(
                 "dealloc with a Layout of another size than the allocation:",
                 p as usize,
                 class_bytes,
             );
         }
-        if (p.add(size) as *const u64).read_unaligned() != canary(p) {
+        if read_word(p.add(size)) != canary(p) {
             fatal(
                 "write past the end of the block at",
                 p as usize,

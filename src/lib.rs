@@ -26,7 +26,8 @@
 //!
 //! Huge requests (`HUGE_THRESHOLD` and up) are mapped on their own (`huge`); `scavenger` is the
 //! background thread that returns long-idle pages to the OS; `fork` keeps the locks sane across
-//! `fork()`; `sync` is the one place locks and atomics come from.
+//! `fork()`; `sync` is the one place locks and atomics come from; `valgrind` describes blocks
+//! to valgrind's memcheck (feature `valgrind`, no-ops without it).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 // Under loom only the structures with models are built; the rest of their API goes unused.
@@ -49,6 +50,7 @@ pub mod size_class;
 #[doc(hidden)]
 pub mod span;
 mod sync;
+mod valgrind;
 
 use mcentral::MCentral;
 use mheap::MHeap;
@@ -204,6 +206,8 @@ mod api {
     }
 
     /// Usable bytes of a live block returned by gomalloc (0 for a pointer it does not know).
+    /// With the `valgrind` feature, memcheck still holds the program to the size it asked for
+    /// (a write past it is reported; grow with `realloc` instead).
     ///
     /// # Safety
     /// `ptr` is a live block of gomalloc's, or any pointer gomalloc never returned (then 0).

@@ -8,12 +8,13 @@
 //! same `Layout`, find the same path without looking anything up for small objects.
 //!
 //! Invariants: never panics, never allocates through the global allocator, never returns a
-//! misaligned pointer; a refusal by the OS becomes a null return.
+//! misaligned pointer; a refusal by the OS becomes a null return. This is where blocks become
+//! the program's and stop being it, so it is also where memcheck hears of them (`valgrind`).
 
 use crate::mheap::MHeap;
 use crate::size_class::{self, class_for_layout, PAGE_SHIFT, PAGE_SIZE};
 use crate::span::{self, Span};
-use crate::{diag, huge, mcache, os, pagemap};
+use crate::{diag, huge, mcache, os, pagemap, valgrind};
 use core::ptr;
 
 /// Requests of this many bytes or more get a mapping of their own.
@@ -57,13 +58,10 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     let p = if class != 0 {
         mcache::alloc(class)
     } else {
-        alloc_large(req(size), align, false)
+        alloc_large(req(size), align).0
     };
-    #[cfg(feature = "checked")]
-    if !p.is_null() {
-        // SAFETY: `p` was just allocated for this request, with room for the canary.
-        unsafe { check::after_alloc(p, size, kind(class, size, align)) };
-    }
+    // SAFETY: `p` is null or was just allocated for this request, with room for the canary.
+    unsafe { hand_out(p, size, class, align, false) };
     p
 }
 
@@ -71,27 +69,44 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 #[inline]
 pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     let class = class_for_layout(req(size), align);
-    if class != 0 {
-        let p = mcache::alloc(class);
-        if !p.is_null() {
-            #[cfg(feature = "checked")]
-            // SAFETY: `p` was just allocated for this request, with room for the canary.
-            unsafe {
-                check::after_alloc(p, size, Kind::Small(class))
-            };
-            // SAFETY: `p` is a fresh block of at least `size` bytes.
-            unsafe { ptr::write_bytes(p, 0, size) };
-        }
-        p
+    let (p, zeroed) = if class != 0 {
+        (mcache::alloc(class), false)
     } else {
-        let p = alloc_large(req(size), align, true);
-        #[cfg(feature = "checked")]
-        if !p.is_null() {
-            // SAFETY: `p` was just allocated for this request, with room for the canary.
-            unsafe { check::after_alloc(p, size, kind(class, size, align)) };
-        }
-        p
+        alloc_large(req(size), align)
+    };
+    // SAFETY: `p` is null or was just allocated for this request, with room for the canary.
+    unsafe { hand_out(p, size, class, align, zeroed) };
+    if !p.is_null() && !zeroed {
+        // SAFETY: `p` is a fresh block of at least `size` bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
     }
+    p
+}
+
+/// The last steps before a block of `size` bytes goes to the program: the checking mode's
+/// checks and canary, then memcheck learns of the block (`zeroed`: its bytes are known zero).
+///
+/// # Safety
+/// `p` is null, or a block just allocated for `(size, align)` of `class`, with room for the
+/// canary, that nobody else uses.
+#[inline(always)]
+#[cfg_attr(not(feature = "checked"), allow(unused_variables))]
+unsafe fn hand_out(p: *mut u8, size: usize, class: usize, align: usize, zeroed: bool) {
+    if p.is_null() {
+        return;
+    }
+    #[cfg(feature = "checked")]
+    // SAFETY: forwarded precondition.
+    unsafe {
+        check::after_alloc(p, size, kind(class, size, align))
+    };
+    valgrind::malloclike(p, size, zeroed);
+}
+
+/// Memcheck: the room of a block past its `size` bytes, up to `len`, is not the program's.
+#[inline(always)]
+fn vg_slack(p: *mut u8, size: usize, len: usize) {
+    valgrind::make_noaccess(p.wrapping_add(size), len.saturating_sub(size));
 }
 
 /// Frees a block allocated with the same `(size, align)`.
@@ -100,6 +115,7 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// `p` came from [`alloc`] (or a sibling) with this size and alignment and is dead.
 #[inline(always)]
 pub unsafe fn dealloc(p: *mut u8, size: usize, align: usize) {
+    valgrind::freelike(p);
     let class = class_for_layout(req(size), align);
     #[cfg(feature = "checked")]
     // SAFETY: the check trusts `p` only after finding it in gomalloc's own tables.
@@ -115,19 +131,22 @@ pub unsafe fn dealloc(p: *mut u8, size: usize, align: usize) {
     }
 }
 
+/// A large or huge block of `size` bytes, and whether its bytes are known to be zero; null if
+/// the OS refuses memory.
 #[cold]
 #[inline(never)]
-fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
+fn alloc_large(size: usize, align: usize) -> (*mut u8, bool) {
     if is_huge(size, align) {
-        // Fresh mappings are zero already.
         let (p, len) = huge::alloc(size, align);
         if !p.is_null() {
             mcache::count_large(true, len);
+            vg_slack(p, size, len);
         }
-        return p;
+        // Fresh mappings are zero.
+        return (p, true);
     }
     let Some(bytes) = os::round_up(size.max(1), PAGE_SIZE) else {
-        return ptr::null_mut();
+        return (ptr::null_mut(), false);
     };
     let npages = bytes >> PAGE_SHIFT;
     let s = if align > PAGE_SIZE {
@@ -139,16 +158,14 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
         }
     };
     if s.is_null() {
-        return ptr::null_mut();
+        return (ptr::null_mut(), false);
     }
     // SAFETY: `s` is a live large span we own.
     unsafe {
         mcache::count_large(true, (*s).bytes());
         let p = (*s).start as *mut u8;
-        if zero && !(*s).zeroed {
-            ptr::write_bytes(p, 0, size);
-        }
-        p
+        vg_slack(p, size, (*s).bytes());
+        (p, (*s).zeroed)
     }
 }
 
@@ -228,12 +245,13 @@ unsafe fn realloc_fast(p: *mut u8, size: usize, align: usize, new_size: usize) -
     let new_class = class_for_layout(new_size, align);
     if old_class != 0 {
         if new_class == old_class {
+            valgrind::resize_in_place(p, size, new_size);
             return p;
         }
     } else if !is_huge(size, align) {
         if new_class == 0 && !is_huge(new_size, align) {
             // SAFETY: forwarded precondition.
-            if let Some(q) = unsafe { realloc_large_in_place(p, new_size) } {
+            if let Some(q) = unsafe { realloc_large_in_place(p, size, new_size) } {
                 return q;
             }
             if new_size > size && align <= PAGE_SIZE {
@@ -245,14 +263,29 @@ unsafe fn realloc_fast(p: *mut u8, size: usize, align: usize, new_size: usize) -
             }
         }
     } else if is_huge(new_size, align) {
-        // SAFETY: `p` is a live huge block (precondition). mremap may move the block only if
-        // the alignment survives any page-aligned address.
-        let (q, old_len, new_len) = unsafe { huge::resize(p, new_size, align <= os::page_size()) };
+        // mremap may move the block only if the alignment survives any page-aligned address;
+        // and not under valgrind, where memcheck would learn of the move only after the old
+        // range is free for another thread's mapping (it moves by copying there instead).
+        let may_move = align <= os::page_size() && !valgrind::running_on_valgrind();
+        // Memcheck hears of a shrink while the pages are still ours, of a growth once they are.
+        if new_size < size {
+            valgrind::resize_in_place(p, size, new_size);
+        }
+        // SAFETY: `p` is a live huge block (precondition).
+        let (q, old_len, new_len) = unsafe { huge::resize(p, new_size, may_move) };
         if !q.is_null() {
             mcache::count_large_resize(old_len, new_len);
+            if new_size > size {
+                valgrind::resize_in_place(q, size, new_size);
+            }
+            vg_slack(q, new_size, new_len);
             return q;
         }
-        if align <= os::page_size() {
+        if new_size < size {
+            // The block keeps its size (memcheck now sees its old tail as uninitialised).
+            valgrind::resize_in_place(p, new_size, size);
+        }
+        if may_move {
             return q;
         }
     }
@@ -278,7 +311,10 @@ unsafe fn realloc_large_move(p: *mut u8, size: usize, new_size: usize) -> *mut u
     // SAFETY: `s` is a fresh large span of ours, `old` the live span of `p`; they are distinct.
     unsafe {
         let q = (*s).start as *mut u8;
+        valgrind::malloclike(q, new_size, false);
+        vg_slack(q, new_size, (*s).bytes());
         ptr::copy_nonoverlapping(p, q, size);
+        valgrind::freelike(p);
         mcache::count_large(true, (*s).bytes());
         mcache::count_large(false, (*old).bytes());
         MHeap::free_to_owner(old);
@@ -287,22 +323,24 @@ unsafe fn realloc_large_move(p: *mut u8, size: usize, new_size: usize) -> *mut u
 }
 
 /// # Safety
-/// `p` is a live large (not huge) block.
-unsafe fn realloc_large_in_place(p: *mut u8, new_size: usize) -> Option<*mut u8> {
+/// `p` is a live large (not huge) block of `size` bytes.
+unsafe fn realloc_large_in_place(p: *mut u8, size: usize, new_size: usize) -> Option<*mut u8> {
     let s = large_span(p, "realloc of a pointer not allocated by gomalloc (large)");
     let new_pages = os::round_up(new_size, PAGE_SIZE)? >> PAGE_SHIFT;
     // SAFETY: `s` is the live large span of `p`.
     unsafe {
         let old = (*s).bytes();
-        if new_pages == (*s).npages {
-            return Some(p);
-        }
         if new_pages < (*s).npages {
+            // Memcheck first: the pages given back may be another thread's block at once.
+            valgrind::resize_in_place(p, size, new_size);
             MHeap::owner(s).shrink_in_place(s, new_pages);
-        } else if !MHeap::owner(s).grow_in_place(s, new_pages) {
+        } else if new_pages > (*s).npages && !MHeap::owner(s).grow_in_place(s, new_pages) {
             return None;
+        } else {
+            valgrind::resize_in_place(p, size, new_size);
         }
         mcache::count_large_resize(old, (*s).bytes());
+        vg_slack(p, new_size, (*s).bytes());
     }
     Some(p)
 }

@@ -42,6 +42,9 @@
 //! program that cycles through same-sized buffers skips the heap lock. They stay in use as far
 //! as the page heap knows, and go back to it when the thread exits or the cache is flushed.
 //!
+//! Free objects are linked through their first word, touched only through `span::free_link`
+//! and `span::set_free_link` (which tell memcheck, with the `valgrind` feature).
+//!
 //! Locks: none on the fast path. The registry lock is taken to register, retire and read
 //! counters, never while a central or heap lock is held.
 //!
@@ -53,7 +56,7 @@ use crate::fixalloc::FixAlloc;
 use crate::mcentral::Batch;
 use crate::mheap::MHeap;
 use crate::size_class::{CLASS_BATCH, NUM_CLASSES, PAGE_SHIFT};
-use crate::span::Span;
+use crate::span::{self, Span};
 use crate::sync::{self, const_fn, AtomicU32, AtomicU64, AtomicU8, Mutex, Ordering};
 use crate::{CENTRAL, HEAPS, NHEAPS};
 use core::cell::Cell;
@@ -255,7 +258,7 @@ pub fn alloc(class: usize) -> *mut u8 {
         let h = l.head.get();
         if !h.is_null() {
             // SAFETY: a cached object is free and holds the link to the next one.
-            l.head.set(unsafe { (h as *mut *mut u8).read() });
+            l.head.set(unsafe { span::free_link(h) });
             l.len.set(l.len.get() - 1);
             bump(&l.nmalloc);
             return h;
@@ -277,7 +280,7 @@ pub unsafe fn free(class: usize, p: *mut u8) {
         let len = l.len.get();
         if len < l.max.get() {
             // SAFETY: the object is free (precondition) and at least 8 bytes.
-            unsafe { (p as *mut *mut u8).write(l.head.get()) };
+            unsafe { span::set_free_link(p, l.head.get()) };
             l.head.set(p);
             l.len.set(len + 1);
             bump(&l.nfree);
@@ -342,7 +345,7 @@ impl MCache {
         }
         let obj = b.head;
         // SAFETY: the batch's objects are free and linked; its tail links to null.
-        l.head.set(unsafe { (obj as *mut *mut u8).read() });
+        l.head.set(unsafe { span::free_link(obj) });
         l.len.set(b.len - 1);
         bump(&l.nmalloc);
         obj
@@ -369,7 +372,7 @@ impl MCache {
             return;
         }
         // SAFETY: `p` is free (precondition).
-        unsafe { (p as *mut *mut u8).write(l.head.get()) };
+        unsafe { span::set_free_link(p, l.head.get()) };
         l.head.set(p);
         l.len.set(l.len.get() + 1);
         bump(&l.nfree);
@@ -401,10 +404,10 @@ impl MCache {
         // SAFETY: the list has at least `n` linked objects (precondition).
         unsafe {
             for _ in 1..n {
-                tail = (tail as *mut *mut u8).read();
+                tail = span::free_link(tail);
             }
-            l.head.set((tail as *mut *mut u8).read());
-            (tail as *mut *mut u8).write(ptr::null_mut());
+            l.head.set(span::free_link(tail));
+            span::set_free_link(tail, ptr::null_mut());
         }
         l.len.set(l.len.get() - n);
         Batch { head, tail, len: n }

@@ -23,7 +23,10 @@
 //! Invariants (under this class's lock): a `SMALL` span is on `partial` exactly when it has a
 //! free object (free list non-empty or `bump < nelems`) and at least one object handed out;
 //! `allocated` counts the objects outside the span (in thread caches, the transfer cache or in
-//! use). Objects in a [`Batch`] are linked through their first word.
+//! use). Objects in a [`Batch`] are linked through their first word, read and written only
+//! through `span::free_link` / `span::set_free_link` (with the `valgrind` feature a free
+//! object is off limits to memcheck but for those accesses; a freshly carved span is made
+//! `NOACCESS` in `refill`).
 //!
 //! Locks: one cache-padded lock per list. A heap shard's lock may be taken while it is held, never
 //! the other way round; new spans are fetched with the lock dropped, so a slow `mmap` does not
@@ -65,7 +68,7 @@ impl Batch {
     #[inline]
     pub unsafe fn push(&mut self, obj: *mut u8) {
         // SAFETY: precondition: the object is ours and big enough for a link.
-        unsafe { (obj as *mut *mut u8).write(self.head) };
+        unsafe { span::set_free_link(obj, self.head) };
         if self.head.is_null() {
             self.tail = obj;
         }
@@ -134,6 +137,8 @@ impl MCentral {
             // SAFETY: a fresh SMALL span of this class, on no list; it becomes ours.
             unsafe {
                 (*s).central = self;
+                // Its objects are free: the program may not touch them until handed out.
+                crate::valgrind::make_noaccess((*s).start as *const u8, (*s).bytes());
                 c.partial.push(s);
             }
         }
@@ -224,7 +229,7 @@ impl CentralInner {
                 while out.len < want {
                     let obj = if !(*s).freelist.is_null() {
                         let o = (*s).freelist;
-                        (*s).freelist = (o as *mut *mut u8).read();
+                        (*s).freelist = span::free_link(o);
                         o
                     } else if (*s).bump < (*s).nelems {
                         let o =
@@ -256,7 +261,7 @@ impl CentralInner {
         for &(p, s) in homes {
             // SAFETY: precondition; the object's first word becomes its span free-list link.
             unsafe {
-                (p as *mut *mut u8).write((*s).freelist);
+                span::set_free_link(p, (*s).freelist);
                 (*s).freelist = p;
                 if !(*s).in_list {
                     self.partial.push(s);
@@ -358,7 +363,7 @@ unsafe fn find_homes(
         // SAFETY: `p` is a free object (precondition), so its first word is a link; the span
         // found is checked before it is used.
         unsafe {
-            let next = (p as *mut *mut u8).read();
+            let next = span::free_link(p);
             let s = home_span(class, p);
             if s.is_null() {
                 diag::fatal(
@@ -438,7 +443,7 @@ mod tests {
             // SAFETY: live span; p is one of its objects.
             unsafe {
                 assert_eq!((p as usize - (*s).start) % size, 0);
-                p = (p as *mut *mut u8).read();
+                p = span::free_link(p);
             }
         }
         seen.sort();

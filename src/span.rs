@@ -17,6 +17,7 @@
 //! points at readable memory; [`Span::contains`] tells whether it is still the right span.
 
 use crate::fixalloc::FixAlloc;
+use crate::valgrind;
 use core::ptr;
 
 pub const FREE: u8 = 0;
@@ -99,6 +100,33 @@ impl Span {
             alloc_bits: [const { core::sync::atomic::AtomicU64::new(0) }; 16],
         };
     }
+}
+
+/// Bytes of a free object's link word.
+const LINK: usize = core::mem::size_of::<*mut u8>();
+
+/// The link word of the free object `obj`: the next free object in its list (span free list,
+/// batch or thread cache), or null. Every read of a link word goes through here, every write
+/// through [`set_free_link`], so with the `valgrind` feature memcheck lets the allocator touch
+/// the word while it keeps reporting any access of the program's to the freed block.
+///
+/// # Safety
+/// `obj` is a free object (at least a pointer in size and aligned to one) whose link word holds
+/// a link.
+#[inline(always)]
+pub unsafe fn free_link(obj: *mut u8) -> *mut u8 {
+    // SAFETY: precondition.
+    valgrind::with_access(obj, LINK, || unsafe { (obj as *mut *mut u8).read() })
+}
+
+/// Sets the link word of the free object `obj` to `next` (see [`free_link`]).
+///
+/// # Safety
+/// `obj` is a free object, at least a pointer in size and aligned to one, that the caller owns.
+#[inline(always)]
+pub unsafe fn set_free_link(obj: *mut u8, next: *mut u8) {
+    // SAFETY: precondition.
+    valgrind::with_access(obj, LINK, || unsafe { (obj as *mut *mut u8).write(next) })
 }
 
 /// An intrusive doubly linked list of spans (Go's `mSpanList`).
