@@ -56,6 +56,8 @@ use mcentral::MCentral;
 use mheap::MHeap;
 use size_class::NUM_CLASSES;
 
+#[cfg(all(feature = "c-abi", not(loom)))]
+mod cabi;
 #[cfg(all(feature = "checked", not(loom)))]
 mod check;
 #[cfg(not(loom))]

@@ -196,6 +196,16 @@ unsafe fn dealloc_large(p: *mut u8, size: usize, align: usize) {
     }
     let s = large_span(p, "free of a pointer not allocated by gomalloc (large)");
     // SAFETY: `s` is the live large span of `p`, which is dead (precondition).
+    unsafe { free_large_span(s) }
+}
+
+/// Frees the live large span of a dead block: into this thread's large-span cache, or to the
+/// heap.
+///
+/// # Safety
+/// `s` is a live large span whose block is dead.
+unsafe fn free_large_span(s: *mut Span) {
+    // SAFETY: forwarded precondition.
     unsafe {
         mcache::count_large(false, (*s).bytes());
         if !mcache::put_large(s) {
@@ -343,6 +353,85 @@ unsafe fn realloc_large_in_place(p: *mut u8, size: usize, new_size: usize) -> Op
         vg_slack(p, new_size, (*s).bytes());
     }
     Some(p)
+}
+
+/// Frees a block given only its address (C's `free`): the page map names its span, and the
+/// span its size class. Returns false, doing nothing, for a pointer gomalloc does not know
+/// (memory from another allocator); aborts with a message for a pointer into gomalloc's heap
+/// that is not a live block's start.
+///
+/// # Safety
+/// `p` is a live block of gomalloc's, now dead, or a pointer into no mapping of gomalloc's.
+#[cfg(feature = "c-abi")]
+#[inline]
+pub unsafe fn free_unsized(p: *mut u8) -> bool {
+    let s = pagemap::span_of(p as usize);
+    if !s.is_null() {
+        // SAFETY: a live descriptor from the page map.
+        let (state, class, start) = unsafe { ((*s).state, (*s).class as usize, (*s).start) };
+        if state == span::SMALL {
+            // SAFETY: `p` is an object of this span's class (precondition).
+            unsafe { mcache::free(class, p) };
+            return true;
+        }
+        if state == span::LARGE && start == p as usize {
+            // SAFETY: `s` is the live large span of `p`, which is dead (precondition).
+            unsafe { free_large_span(s) };
+            return true;
+        }
+        diag::fatal(
+            "free of a pointer that is not a live block (double free or interior pointer)",
+            p as usize,
+            0,
+        );
+    }
+    // SAFETY: `huge::free` only unmaps a mapping it recorded for exactly this address.
+    match unsafe { huge::free(p) } {
+        Some(len) => {
+            mcache::count_large(false, len);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Resizes a block given only its address (C's `realloc`, `p` not null, `new_size` not 0).
+/// Null if memory ran out (the old block stays valid); aborts with a message for a pointer
+/// gomalloc does not know (its size cannot be found).
+///
+/// # Safety
+/// `p` is a live block of gomalloc's.
+#[cfg(feature = "c-abi")]
+pub unsafe fn realloc_unsized(p: *mut u8, new_size: usize) -> *mut u8 {
+    let s = pagemap::span_of(p as usize);
+    // SAFETY: a live descriptor from the page map, if any.
+    if !s.is_null() && unsafe { (*s).state } == span::SMALL {
+        // SAFETY: as above.
+        let (class, old) = unsafe { ((*s).class as usize, (*s).elem_size as usize) };
+        if class_for_layout(new_size, 1) == class {
+            return p;
+        }
+        let q = alloc(new_size, 1);
+        if !q.is_null() {
+            // SAFETY: both blocks are live and distinct; `p` is an object of `class`.
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, old.min(new_size));
+                mcache::free(class, p);
+            }
+        }
+        return q;
+    }
+    let old = usable_size(p);
+    if old == 0 || (!s.is_null() && unsafe { (*s).start } != p as usize) {
+        diag::fatal(
+            "realloc of a pointer not allocated by gomalloc",
+            p as usize,
+            0,
+        );
+    }
+    // SAFETY: `p` is a live large or huge block of `old` bytes: `realloc` with that size takes
+    // the same path it was allocated on.
+    unsafe { realloc(p, old, 1, new_size) }
 }
 
 /// Usable bytes of the live block at `p` (0 if gomalloc does not know it).
