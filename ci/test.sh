@@ -3,8 +3,9 @@
 #   bash ci/test.sh
 # Steps: format and lint, the unit + integration + doc tests in release mode (the integration
 # test binaries run on GoMalloc as their global allocator), the same again with the checking
-# mode (feature `checked`), the loom models, and the callgrind count of the fast path when
-# valgrind is present; with CI=true also the sanitizers (ASan, TSan, memcheck) and 60 s of fuzzing.
+# mode (feature `checked`), the loom models, the C ABI (feature `c-abi`: its tests, and real
+# programs from Debian's packages under LD_PRELOAD, installed through apt), and the callgrind
+# count of the fast path when valgrind is present; with CI=true also the sanitizers (ASan, TSan, memcheck) and 60 s of fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -41,6 +42,12 @@ cargo test --release -p gomalloc --features checked 2>&1 | tee -a "$log"
 step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=2})"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS CARGO_TARGET_DIR=target/loom \
   cargo test -p gomalloc-loom-tests --release 2>&1 | tee -a "$log"
+
+step "C ABI: feature c-abi (tests/cabi.rs), real programs under LD_PRELOAD (ci/preload.sh)"
+cargo clippy -p gomalloc --all-targets --features c-abi -- -D warnings
+CARGO_TARGET_DIR=target/cabi cargo test --release -p gomalloc --features c-abi --test cabi 2>&1 |
+  tee -a "$log"
+bash ci/preload.sh 2>&1 | tee -a "$log"
 
 if command -v valgrind >/dev/null 2>&1; then
   step "fast path instruction count (callgrind)"
