@@ -370,11 +370,13 @@ pub unsafe fn free_unsized(p: *mut u8) -> bool {
         // SAFETY: a live descriptor from the page map.
         let (state, class, start) = unsafe { ((*s).state, (*s).class as usize, (*s).start) };
         if state == span::SMALL {
+            valgrind::freelike(p);
             // SAFETY: `p` is an object of this span's class (precondition).
             unsafe { mcache::free(class, p) };
             return true;
         }
         if state == span::LARGE && start == p as usize {
+            valgrind::freelike(p);
             // SAFETY: `s` is the live large span of `p`, which is dead (precondition).
             unsafe { free_large_span(s) };
             return true;
@@ -385,7 +387,11 @@ pub unsafe fn free_unsized(p: *mut u8) -> bool {
             0,
         );
     }
-    // SAFETY: `huge::free` only unmaps a mapping it recorded for exactly this address.
+    if huge::len_of(p).is_none() {
+        return false;
+    }
+    valgrind::freelike(p);
+    // SAFETY: `p` is a live huge block (just looked up), dead (precondition).
     match unsafe { huge::free(p) } {
         Some(len) => {
             mcache::count_large(false, len);
@@ -408,7 +414,8 @@ pub unsafe fn realloc_unsized(p: *mut u8, new_size: usize) -> *mut u8 {
     if !s.is_null() && unsafe { (*s).state } == span::SMALL {
         // SAFETY: as above.
         let (class, old) = unsafe { ((*s).class as usize, (*s).elem_size as usize) };
-        if class_for_layout(new_size, 1) == class {
+        // (Under memcheck the block moves: its recorded size is the old request's.)
+        if class_for_layout(new_size, 1) == class && !valgrind::running_on_valgrind() {
             return p;
         }
         let q = alloc(new_size, 1);
@@ -416,6 +423,7 @@ pub unsafe fn realloc_unsized(p: *mut u8, new_size: usize) -> *mut u8 {
             // SAFETY: both blocks are live and distinct; `p` is an object of `class`.
             unsafe {
                 ptr::copy_nonoverlapping(p, q, old.min(new_size));
+                valgrind::freelike(p);
                 mcache::free(class, p);
             }
         }
