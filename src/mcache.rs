@@ -457,47 +457,57 @@ fn activate() -> &'static MCache {
     let Some(key) = exit_key() else {
         return dead_cache();
     };
-    let node = REGISTRY.lock().new_node();
-    if node.is_null() {
+    // The node's raw pointer (with the pool's provenance) is what `CURRENT` keeps and what
+    // goes back to the pool; references are only ever derived from it.
+    let raw = REGISTRY.lock().new_node();
+    if raw.is_null() {
         return dead_cache();
     }
-    // SAFETY: nodes are never unmapped.
-    let node: &'static MCache = unsafe { &*node };
     if !arm_exit_hook(key) {
         let mut r = REGISTRY.lock();
         // SAFETY: the node is registered and empty; we hold the lock.
-        unsafe { retire_node(&mut r, node) };
+        unsafe { retire_node(&mut r, raw) };
         return dead_cache();
     }
+    // SAFETY: nodes are never unmapped.
+    let node: &'static MCache = unsafe { &*raw };
     node.reset_bounds();
     node.heap.set(next_shard());
-    set_current(node);
+    set_current(raw);
     node
 }
 
 /// Thread exit: return everything, fold the counters into the retired totals, recycle the node,
 /// and serve any later request of this thread directly.
 fn retire_current() {
-    let c = with_cache(|c| c);
+    let raw = CURRENT.with(|c| c.get());
+    // SAFETY: CURRENT points at a static placeholder or a registry node (never unmapped).
+    let c = unsafe { &*raw };
     if c.state.get() != ACTIVE {
         return;
     }
     set_current(dead_cache());
     c.flush();
     let mut r = REGISTRY.lock();
-    // SAFETY: `c` is this thread's registered node, now empty; we hold the lock.
-    unsafe { retire_node(&mut r, c) };
+    // SAFETY: `raw` is this thread's registered node, now empty; we hold the lock.
+    unsafe { retire_node(&mut r, raw) };
 }
 
 /// Unlinks `c`, folds its counters into `RETIRED` and puts the node on the free list.
 ///
+/// `c` must be the node's pointer as the pool made it (as `new_node` returns it and `CURRENT`
+/// and the registry links keep it), never one derived from a `&MCache`: the pool writes its
+/// link into the node, and `new_node` later writes a whole `MCache` (padding included) through
+/// it, which a shared reference's provenance does not allow (found by Miri, Tree Borrows:
+/// "write access ... forbidden", tag in state Frozen).
+///
 /// # Safety
 /// `c` is a registered node that no thread will use again; the caller holds the registry lock.
-unsafe fn retire_node(r: &mut Registry, c: &MCache) {
+unsafe fn retire_node(r: &mut Registry, c: *const MCache) {
     // SAFETY: forwarded precondition.
-    unsafe { unlink(r, c) };
+    unsafe { unlink(r, &*c) };
     // SAFETY: the node came from this pool and no thread uses it any more (precondition).
-    unsafe { r.nodes.free(c as *const MCache as *mut u8) };
+    unsafe { r.nodes.free(c.cast_mut().cast()) };
 }
 
 /// Removes `c` from the registry, folding its counters into `RETIRED`.
@@ -812,7 +822,7 @@ pub unsafe fn reset_registry_after_fork_child() {
         unsafe {
             let next = (*c).next.get();
             if c != me {
-                retire_node(&mut r, &*c);
+                retire_node(&mut r, c);
             }
             c = next;
         }
