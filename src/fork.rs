@@ -2,15 +2,23 @@
 //! both processes (pthread_atfork), so a child forked while other threads were inside the
 //! allocator finds no lock held by a thread that does not exist there.
 //!
-//! Owns: the three handlers and their one-time registration. The order of taking is the
-//! allocator's lock order (registry, central classes ascending, heap, huge), so `prepare`
-//! cannot deadlock against a thread that is allocating.
+//! Owns: the three handlers and their one-time registration, and `FORK_SHARDS`. The order of
+//! taking is the allocator's lock order (registry, central classes ascending, heap, huge), so
+//! `prepare` cannot deadlock against a thread that is allocating.
+//!
+//! Only the shards in use are locked (`mcache::active_shards`, read once the registry lock is
+//! held: the shard count is only ever set under that lock, and no thread uses a shard at or
+//! above it). Locking all 16 shards' central lists would write about 435 pages of lock words
+//! on every fork, which the parent and the child then each copy on their next write to them.
 
 use crate::sync::RawLock;
-use crate::{all_centrals, huge, mcache, scavenger, HEAPS};
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::{centrals_of, huge, mcache, scavenger, HEAPS};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// How many shards `prepare` locked, so that `parent` and `child` release exactly those.
+static FORK_SHARDS: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers the handlers once (called during the first thread cache's set-up).
 pub fn install() {
@@ -22,20 +30,29 @@ pub fn install() {
     }
 }
 
-/// Calls `f` on every allocator lock, in the allocator's lock order.
-fn each_lock(mut f: impl FnMut(&dyn RawLock)) {
-    f(mcache::registry_lock());
-    for (_, c) in all_centrals() {
+/// Calls `f` on every allocator lock of the first `shards` shards, in the allocator's lock
+/// order, after the registry lock.
+fn each_lock_after_registry(shards: usize, mut f: impl FnMut(&dyn RawLock)) {
+    for (_, c) in centrals_of(shards) {
         f(c.lock_ref());
     }
-    for h in &HEAPS {
+    for h in HEAPS.iter().take(shards) {
         f(h.lock_ref());
     }
     f(huge::lock_ref());
 }
 
+/// Calls `f` on every lock `prepare` took.
+fn each_lock(mut f: impl FnMut(&dyn RawLock)) {
+    f(mcache::registry_lock());
+    each_lock_after_registry(FORK_SHARDS.load(Ordering::Relaxed), f);
+}
+
 extern "C" fn prepare() {
-    each_lock(|l| l.raw_lock());
+    mcache::registry_lock().raw_lock();
+    let shards = mcache::active_shards();
+    FORK_SHARDS.store(shards, Ordering::Relaxed);
+    each_lock_after_registry(shards, |l| l.raw_lock());
 }
 
 extern "C" fn parent() {

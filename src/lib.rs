@@ -99,17 +99,13 @@ sync::global! {
         sync::array![sync::array![MCentral::new(); NUM_CLASSES]; NHEAPS];
 }
 
-/// Every central list, with its class.
-pub(crate) fn all_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
-    centrals_of(NHEAPS)
-}
-
 /// The central lists of the shards in use (see `mcache::active_shards`).
 pub(crate) fn active_centrals() -> impl Iterator<Item = (usize, &'static MCentral)> {
     centrals_of(mcache::active_shards())
 }
 
-fn centrals_of(shards: usize) -> impl Iterator<Item = (usize, &'static MCentral)> {
+/// The central lists of the first `shards` shards, with their classes.
+pub(crate) fn centrals_of(shards: usize) -> impl Iterator<Item = (usize, &'static MCentral)> {
     let all: &'static [[MCentral; NUM_CLASSES]; NHEAPS] = &CENTRAL;
     all.iter()
         .take(shards)

@@ -459,7 +459,13 @@ fn activate() -> &'static MCache {
     };
     // The node's raw pointer (with the pool's provenance) is what `CURRENT` keeps and what
     // goes back to the pool; references are only ever derived from it.
-    let raw = REGISTRY.lock().new_node();
+    let raw = {
+        let mut r = REGISTRY.lock();
+        // Under the registry lock, so that `fork`'s prepare handler (which holds it) sees a
+        // shard count that no thread can exceed until the fork is over.
+        init_shards();
+        r.new_node()
+    };
     if raw.is_null() {
         return dead_cache();
     }
@@ -855,12 +861,16 @@ pub fn active_shards() -> usize {
 /// CPUs (at most `NHEAPS`), so that few threads share a heap lock and a small machine keeps
 /// few shards' worth of idle pages.
 fn next_shard() -> u8 {
-    let mut n = SHARDS.load(Ordering::Relaxed);
-    if n == 0 {
+    let n = SHARDS.load(Ordering::Relaxed).max(1);
+    NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % n
+}
+
+/// Sets the shard count once, from the CPU count. Called with the registry lock held (see
+/// `activate`), before any thread can be handed a shard other than 0.
+fn init_shards() {
+    if SHARDS.load(Ordering::Relaxed) == 0 {
         // SAFETY: sysconf has no preconditions.
         let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        n = cpus.clamp(1, NHEAPS as libc::c_long) as u8;
-        SHARDS.store(n, Ordering::Relaxed);
+        SHARDS.store(cpus.clamp(1, NHEAPS as libc::c_long) as u8, Ordering::Relaxed);
     }
-    NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % n
 }
