@@ -55,7 +55,7 @@
 use crate::fixalloc::FixAlloc;
 use crate::mcentral::Batch;
 use crate::mheap::MHeap;
-use crate::size_class::{CLASS_BATCH, NUM_CLASSES, PAGE_SHIFT};
+use crate::size_class::{self, CLASS_BATCH, NUM_CLASSES, PAGE_SHIFT};
 use crate::span::{self, Span};
 use crate::sync::{self, const_fn, AtomicU32, AtomicU64, AtomicU8, Mutex, Ordering};
 use crate::{CENTRAL, HEAPS, NHEAPS};
@@ -105,6 +105,9 @@ fn bump(c: &AtomicU64) {
 const GROWTH_BUDGET: usize = 1 << 20;
 
 /// Large spans kept per thread: at most this many, this big each, this much in all.
+/// A thread's first batch of a class is about this many bytes (at least 2 objects, at most a
+/// full batch); see `MCache::refill`.
+const SLOW_START_BYTES: usize = 8 << 10;
 const LARGE_SLOTS: usize = 8;
 const LARGE_SPAN_MAX_PAGES: usize = 128;
 const LARGE_CACHE_BYTES: usize = 2 << 20;
@@ -332,14 +335,24 @@ impl MCache {
     }
 
     /// Refills the empty list of `class` with a batch and returns one object of it.
+    ///
+    /// Slow start: a batch carved from a span writes a link into every object, so a full batch
+    /// of a big class touches 64 KiB. A thread's first batches of a class are smaller, about
+    /// as many objects as it has allocated of that class so far (at least `SLOW_START_BYTES`
+    /// worth), so a program that uses a few objects of many classes touches few pages; a
+    /// cached full batch is still taken whole (it is touched memory already).
     fn refill(&self, class: usize) -> *mut u8 {
-        let b =
-            self.central(class)
-                .refill(&HEAPS[self.heap.get() as usize], class, CLASS_BATCH[class]);
+        let l = &self.lists[class];
+        let full = CLASS_BATCH[class];
+        let first = (SLOW_START_BYTES / size_class::class_size(class)).max(2) as u32;
+        let done = l.nmalloc.load(Ordering::Relaxed).min(u64::from(full)) as u32;
+        let want = done.max(first).min(full);
+        let b = self
+            .central(class)
+            .refill(&HEAPS[self.heap.get() as usize], class, want);
         if b.len == 0 {
             return ptr::null_mut();
         }
-        let l = &self.lists[class];
         if l.max.get() == 0 {
             l.max.set(2 * CLASS_BATCH[class]);
         }

@@ -238,6 +238,15 @@ impl MHeap {
         unsafe { (*(*s).owner).free(s) }
     }
 
+    /// [`MHeap::free_released`] on the heap that handed `s` out.
+    ///
+    /// # Safety
+    /// As for [`MHeap::free_to_owner`].
+    pub unsafe fn free_released_to_owner(s: *mut Span) {
+        // SAFETY: an in-use span's owner is the live heap that handed it out (precondition).
+        unsafe { (*(*s).owner).free_released(s) }
+    }
+
     /// The heap that handed out the in-use span `s`.
     ///
     /// # Safety
@@ -252,14 +261,38 @@ impl MHeap {
     /// # Safety
     /// `s` came from this heap, is in use, and nothing refers to its memory any more.
     pub unsafe fn free(&self, s: *mut Span) {
+        // SAFETY: forwarded precondition.
+        unsafe { self.free_with(s, 0) }
+    }
+
+    /// Returns an in-use span to the heap with its pages given back to the OS first: for
+    /// memory unlikely to be wanted again soon, such as the old block of a large realloc that
+    /// moved. Without this, a buffer grown by doubling leaves its earlier copies idle and
+    /// backed (about as much memory again as the buffer) until the scavenger's delay passes;
+    /// glibc's equivalent blocks are mmap'd and unmapped at once.
+    ///
+    /// # Safety
+    /// As for [`MHeap::free`].
+    pub unsafe fn free_released(&self, s: *mut Span) {
+        // SAFETY: the span is ours and holds no live data (precondition); outside the lock,
+        // since no one else touches an in-use span's pages.
+        let got = unsafe { os::release((*s).start as *mut u8, (*s).bytes()) };
+        // SAFETY: forwarded precondition.
+        unsafe { self.free_with(s, got) }
+    }
+
+    /// # Safety
+    /// As for [`MHeap::free`]; `released` bytes of the span were given back to the OS.
+    unsafe fn free_with(&self, s: *mut Span, released: usize) {
         let mut h = self.inner.lock();
         // SAFETY: forwarded precondition.
         unsafe {
             h.inuse -= (*s).bytes();
             (*s).state = span::FREE;
             (*s).class = 0;
-            (*s).zeroed = false;
-            (*s).released = 0;
+            (*s).zeroed = released >= (*s).bytes();
+            (*s).released = released;
+            h.released_bytes += released;
             (*s).idle_since = os::now_ms();
             h.insert_coalesced(s);
         }
