@@ -405,6 +405,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn small_refills_take_a_cached_full_batch() {
+        let heap = MHeap::new();
+        let central = MCentral::new();
+        let class = size_class::size_to_class(4096);
+        let full = CLASS_BATCH[class];
+        // Nothing cached: exactly what was asked for, carved from a span.
+        let small = central.refill(&heap, class, 2);
+        assert_eq!(small.len, 2);
+        let b = central.refill(&heap, class, full);
+        assert_eq!(b.len, full);
+        // SAFETY: the objects came from this class and are free.
+        unsafe { central.spill(class, b) };
+        assert_eq!(central.cached_objects(), full as usize);
+        // A full batch is cached: a small request takes it whole (touched memory already).
+        let again = central.refill(&heap, class, 2);
+        assert_eq!(again.len, full);
+        assert_eq!(again.head, b.head);
+        assert_eq!(central.cached_objects(), 0);
+        // A request for one object never gets more than one.
+        // SAFETY: as above.
+        unsafe { central.spill(class, again) };
+        let one = central.refill(&heap, class, 1);
+        assert_eq!(one.len, 1);
+        // SAFETY: as above.
+        unsafe {
+            central.spill(class, one);
+            central.spill(class, small);
+        }
+        central.drain(class);
+        assert_eq!(heap.stats().inuse, 0, "every span went back");
+    }
+
+    #[test]
     fn refill_spill_round_trip() {
         let heap = MHeap::new();
         let central = MCentral::new();
