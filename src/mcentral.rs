@@ -112,12 +112,14 @@ impl MCentral {
         }
     }
 
-    /// Up to `want` free objects of class `class`; fewer (maybe none) only if the OS refused
-    /// memory.
+    /// `want` free objects of class `class`; fewer (maybe none) only if the OS refused memory.
+    /// When `want > 1` and a full batch is cached, that batch is returned instead, whatever its
+    /// size: its objects have been touched already, so handing them out costs no new pages
+    /// (a thread cache's slow start asks for small batches, see `mcache::MCache::refill`).
     pub fn refill(&self, heap: &MHeap, class: usize, want: u32) -> Batch {
         let mut c = self.inner.lock();
         c.ops = c.ops.wrapping_add(1);
-        if want == CLASS_BATCH[class] && c.nbatches > 0 {
+        if want > 1 && c.nbatches > 0 {
             c.nbatches -= 1;
             let n = c.nbatches;
             return c.batches[n];
