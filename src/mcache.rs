@@ -884,6 +884,9 @@ fn init_shards() {
     if SHARDS.load(Ordering::Relaxed) == 0 {
         // SAFETY: sysconf has no preconditions.
         let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        SHARDS.store(cpus.clamp(1, NHEAPS as libc::c_long) as u8, Ordering::Relaxed);
+        SHARDS.store(
+            cpus.clamp(1, NHEAPS as libc::c_long) as u8,
+            Ordering::Relaxed,
+        );
     }
 }
