@@ -16,12 +16,6 @@ for c in sqlite3 git g++ gcc; do command -v $c >/dev/null 2>&1 || missing+=("$c"
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-CARGO_TARGET_DIR=target/cabi cargo build --release --features c-abi
-W=${PRELOAD_WORKDIR:-target/preload-work}
-mkdir -p "$W"
-W=$(cd "$W" && pwd)
-export W SCALE=${SCALE:-1}
-# shellcheck source=ci/preload/programs.sh
-. ci/preload/programs.sh
-setup_inputs
-/usr/bin/python3 ci/preload/compare.py --lib "$PWD/target/cabi/release/libgomalloc.so" "$@"
+# shellcheck source=ci/preload/prepare.sh
+. ci/preload/prepare.sh
+/usr/bin/python3 ci/preload/compare.py --lib "$LIB" "$@"

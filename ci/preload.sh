@@ -26,17 +26,9 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "libpython$pyver-testsuite" >/dev/null
 fi
 
-# Its own target dir, so the feature switch does not rebuild the main build each time.
-CARGO_TARGET_DIR=target/cabi cargo build --release --features c-abi
-lib=$PWD/target/cabi/release/libgomalloc.so
-
-W=${PRELOAD_WORKDIR:-target/preload-work}
-mkdir -p "$W"
-W=$(cd "$W" && pwd)
-export W SCALE=${SCALE:-1}
-# shellcheck source=ci/preload/programs.sh
-. ci/preload/programs.sh
-setup_inputs
+# shellcheck source=ci/preload/prepare.sh
+. ci/preload/prepare.sh
+lib=$LIB
 
 pass=0
 fail=0

@@ -56,21 +56,20 @@ def rule(n):
     if a.markdown:
         print("|" + "---|" + "---:|" * (n - 1))
 
-print("\nWall time, seconds (median of %d)" % a.reps)
-row(["program"] + names + [f"go/{p}" for p in peers]); rule(1 + len(names) + len(peers))
-for pr in programs:
-    row([pr] + [f"{med[(pr, n)][0]:.2f}" for n in names] +
-        [f"{med[(pr, 'gomalloc')][0] / med[(pr, p)][0]:.2f}" for p in peers])
-tg = {p: geo([med[(pr, "gomalloc")][0] / med[(pr, p)][0] for pr in programs]) for p in peers}
-row(["geomean"] + [""] * len(names) + [f"{tg[p]:.2f}" for p in peers])
+def table(title, i, cell):
+    """Prints one table (measure `i` of each median, shown with `cell`); returns the geomean of
+    gomalloc / peer for each peer."""
+    print(f"\n{title} (median of {a.reps})")
+    row(["program"] + names + [f"go/{p}" for p in peers]); rule(1 + len(names) + len(peers))
+    for pr in programs:
+        row([pr] + [cell(med[(pr, n)][i]) for n in names] +
+            [f"{med[(pr, 'gomalloc')][i] / med[(pr, p)][i]:.2f}" for p in peers])
+    g = {p: geo([med[(pr, "gomalloc")][i] / med[(pr, p)][i] for pr in programs]) for p in peers}
+    row(["geomean"] + [""] * len(names) + [f"{g[p]:.2f}" for p in peers])
+    return g
 
-print("\nPeak RSS, MiB (median of %d)" % a.reps)
-row(["program"] + names + [f"go/{p}" for p in peers]); rule(1 + len(names) + len(peers))
-for pr in programs:
-    row([pr] + [f"{med[(pr, n)][1] / 1024:.1f}" for n in names] +
-        [f"{med[(pr, 'gomalloc')][1] / med[(pr, p)][1]:.2f}" for p in peers])
-rg = {p: geo([med[(pr, "gomalloc")][1] / med[(pr, p)][1] for pr in programs]) for p in peers}
-row(["geomean"] + [""] * len(names) + [f"{rg[p]:.2f}" for p in peers])
+tg = table("Wall time, seconds", 0, lambda v: f"{v:.2f}")
+table("Peak RSS, MiB", 1, lambda v: f"{v / 1024:.1f}")
 
 # Targets of the C ABI issue: at least as fast as the best peer on the geomean of times, and
 # peak RSS no more than 1.1x the smallest (geomean of per-program ratios to the smallest).
