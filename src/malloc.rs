@@ -303,15 +303,9 @@ unsafe fn realloc_fast(p: *mut u8, size: usize, align: usize, new_size: usize) -
     unsafe { realloc_move(p, size, align, new_size) }
 }
 
-/// The old block of a large realloc that moved is given back to the OS at once from this size
-/// (glibc's mmap threshold): a buffer grown by doubling would otherwise keep all its earlier
-/// copies resident for a while (peak RSS of sqlite3's sorter: +2 MiB).
-const RELEASE_MOVED_MIN: usize = 128 << 10;
-
 /// Moves a growing large block to a span with room after it (so its next growth can stay in
 /// place), and gives the old span straight back to the heap, where it merges with its
-/// neighbours instead of waiting in the thread's large-span cache (its pages go back to the
-/// OS too from `RELEASE_MOVED_MIN`). Null if no memory.
+/// neighbours instead of waiting in the thread's large-span cache. Null if no memory.
 ///
 /// # Safety
 /// `p` is a live large (not huge) block of `size` bytes; `new_size > size` is large too.
@@ -333,11 +327,7 @@ unsafe fn realloc_large_move(p: *mut u8, size: usize, new_size: usize) -> *mut u
         valgrind::freelike(p);
         mcache::count_large(true, (*s).bytes());
         mcache::count_large(false, (*old).bytes());
-        if (*old).bytes() >= RELEASE_MOVED_MIN {
-            MHeap::free_released_to_owner(old);
-        } else {
-            MHeap::free_to_owner(old);
-        }
+        MHeap::free_to_owner(old);
         q
     }
 }

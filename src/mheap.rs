@@ -12,9 +12,9 @@
 //! growth (`MADV_HUGEPAGE`), which cuts page faults and TLB misses for big heaps and leaves
 //! smaller ones on 4 KiB pages: a huge page is resident whole once touched, which cost a C++
 //! program with a 16 MiB heap 10% more peak RSS when this started at 8 MiB (glibc, jemalloc and
-//! mimalloc do not ask for huge pages by default). Free spans sit on per-size lists for 1..=128 pages, split into
-//! "unreleased" (pages still backed, reused without page faults) and "released" (returned to the
-//! OS, reading as zero), with a bitmask of non-empty lists so the best bucket is found with one
+//! mimalloc do not ask for huge pages by default). Free spans sit on per-size lists for
+//! 1..=128 pages, split into "unreleased" (pages still backed, reused without page faults) and
+//! "released" (returned to the OS, reading as zero), with a bitmask of non-empty lists so the best bucket is found with one
 //! `trailing_zeros`; bigger free spans are on one list searched best-fit. A request takes the
 //! smallest fitting span and splits off the rest. A freed span merges with free neighbours found
 //! through the page map, never across an arena boundary (the next arena may be another
@@ -240,15 +240,6 @@ impl MHeap {
         unsafe { (*(*s).owner).free(s) }
     }
 
-    /// [`MHeap::free_released`] on the heap that handed `s` out.
-    ///
-    /// # Safety
-    /// As for [`MHeap::free_to_owner`].
-    pub unsafe fn free_released_to_owner(s: *mut Span) {
-        // SAFETY: an in-use span's owner is the live heap that handed it out (precondition).
-        unsafe { (*(*s).owner).free_released(s) }
-    }
-
     /// The heap that handed out the in-use span `s`.
     ///
     /// # Safety
@@ -263,38 +254,14 @@ impl MHeap {
     /// # Safety
     /// `s` came from this heap, is in use, and nothing refers to its memory any more.
     pub unsafe fn free(&self, s: *mut Span) {
-        // SAFETY: forwarded precondition.
-        unsafe { self.free_with(s, 0) }
-    }
-
-    /// Returns an in-use span to the heap with its pages given back to the OS first: for
-    /// memory unlikely to be wanted again soon, such as the old block of a large realloc that
-    /// moved. Without this, a buffer grown by doubling leaves its earlier copies idle and
-    /// backed (about as much memory again as the buffer) until the scavenger's delay passes;
-    /// glibc's equivalent blocks are mmap'd and unmapped at once.
-    ///
-    /// # Safety
-    /// As for [`MHeap::free`].
-    pub unsafe fn free_released(&self, s: *mut Span) {
-        // SAFETY: the span is ours and holds no live data (precondition); outside the lock,
-        // since no one else touches an in-use span's pages.
-        let got = unsafe { os::release((*s).start as *mut u8, (*s).bytes()) };
-        // SAFETY: forwarded precondition.
-        unsafe { self.free_with(s, got) }
-    }
-
-    /// # Safety
-    /// As for [`MHeap::free`]; `released` bytes of the span were given back to the OS.
-    unsafe fn free_with(&self, s: *mut Span, released: usize) {
         let mut h = self.inner.lock();
         // SAFETY: forwarded precondition.
         unsafe {
             h.inuse -= (*s).bytes();
             (*s).state = span::FREE;
             (*s).class = 0;
-            (*s).zeroed = released >= (*s).bytes();
-            (*s).released = released;
-            h.released_bytes += released;
+            (*s).zeroed = false;
+            (*s).released = 0;
             (*s).idle_since = os::now_ms();
             h.insert_coalesced(s);
         }
@@ -998,34 +965,5 @@ mod tests {
             h.free(again);
             h.free(keep);
         }
-    }
-
-    #[test]
-    fn free_released_gives_pages_back_at_once() {
-        let h = MHeap::new();
-        let keep = h.alloc(448, 0);
-        let s = h.alloc(32, 0);
-        assert!(!s.is_null() && !keep.is_null());
-        let before = h.stats();
-        // SAFETY: the span is ours; we dirty its pages, then free it released.
-        unsafe {
-            core::ptr::write_bytes((*s).start as *mut u8, 1, (*s).bytes());
-            h.free_released(s);
-        }
-        let after = h.stats();
-        assert_eq!(after.released, before.released + 32 * PAGE_SIZE);
-        assert_eq!(after.inuse + 32 * PAGE_SIZE, before.inuse);
-        // The same pages come back (best fit), zeroed and counted as backed again.
-        let again = h.alloc(32, 0);
-        // SAFETY: released pages read back as zero.
-        unsafe {
-            assert!((*again).zeroed);
-            assert_eq!(*((*again).start as *const u8).add(PAGE_SIZE), 0);
-            h.free(again);
-            h.free(keep);
-        }
-        let end = h.stats();
-        assert_eq!(end.inuse, 0);
-        assert!(end.released <= end.sys);
     }
 }
