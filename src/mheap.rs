@@ -15,10 +15,10 @@
 //! mimalloc do not ask for huge pages by default). Free spans sit on per-size lists for
 //! 1..=128 pages, split into "unreleased" (pages still backed, reused without page faults) and
 //! "released" (returned to the OS, reading as zero), with a bitmask of non-empty lists so the
-//! best bucket is found with one `trailing_zeros`; bigger free spans are on one list searched best-fit. A request takes the
-//! smallest fitting span and splits off the rest. A freed span merges with free neighbours found
-//! through the page map, never across an arena boundary (the next arena may be another
-//! shard's).
+//! best bucket is found with one `trailing_zeros`; bigger free spans are on one list searched
+//! best-fit. A request takes the smallest fitting span and splits off the rest. A freed span
+//! merges with free neighbours found through the page map, never across an arena boundary (the
+//! next arena may be another shard's).
 //!
 //! Scavenger policy. A heap in use may keep `max(1 MiB, heap_inuse / 8)` of idle pages backed
 //! by memory (Go keeps about 10% over its goal). Above that, idle spans are released with
