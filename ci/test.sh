@@ -39,6 +39,12 @@ step "checking mode: cargo test --release --features checked (every test, plus t
 cargo clippy -p gomalloc --all-targets --features checked -- -D warnings
 cargo test --release -p gomalloc --features checked 2>&1 | tee -a "$log"
 
+step "collector: feature gc (tests/gc.rs, doc tests)"
+cargo clippy -p gomalloc --all-targets --features gc -- -D warnings
+CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --test gc --lib 2>&1 |
+  tee -a "$log"
+CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --doc gc 2>&1 | tee -a "$log"
+
 step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=2})"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS CARGO_TARGET_DIR=target/loom \
   cargo test -p gomalloc-loom-tests --release 2>&1 | tee -a "$log"

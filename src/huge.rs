@@ -236,3 +236,17 @@ pub unsafe fn resize(p: *mut u8, new_size: usize, may_move: bool) -> (*mut u8, u
 pub fn lock_ref() -> &'static dyn RawLock {
     &TABLE
 }
+
+/// Calls `f(start, len)` for every live huge block, holding the table lock (so none of them
+/// is unmapped meanwhile). `f` must not allocate huge blocks or free any.
+#[cfg(feature = "gc")]
+pub fn for_each_block(mut f: impl FnMut(usize, usize)) {
+    let t = TABLE.lock();
+    for i in 0..t.cap {
+        // SAFETY: i < cap, and the slots are initialised.
+        let e = unsafe { *t.slots.add(i) };
+        if e.addr > TOMB {
+            f(e.addr, e.len);
+        }
+    }
+}

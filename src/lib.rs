@@ -62,6 +62,8 @@ mod cabi;
 mod check;
 #[cfg(not(loom))]
 mod fork;
+#[cfg(all(feature = "gc", not(loom)))]
+pub mod gc;
 #[cfg(not(loom))]
 mod huge;
 #[cfg(not(loom))]

@@ -60,6 +60,58 @@ pub fn has_arena(addr: usize) -> bool {
 /// and below 2^48; the caller holds the page heap lock.
 pub unsafe fn install_arena(base: usize, meta: *mut ArenaMeta) {
     L1[base >> ARENA_SHIFT].store(meta, Ordering::Release);
+    #[cfg(feature = "gc")]
+    {
+        // Two shards may install at once (each under its own lock): claim a slot first.
+        let i = NARENAS.fetch_add(1, Ordering::AcqRel);
+        if i < MAX_LISTED_ARENAS {
+            ARENAS[i].store(base, Ordering::Release);
+        }
+    }
+}
+
+/// Arenas listed for the collector's walk over the heap (256 GiB of them).
+#[cfg(feature = "gc")]
+const MAX_LISTED_ARENAS: usize = 4096;
+#[cfg(feature = "gc")]
+static ARENAS: [core::sync::atomic::AtomicUsize; MAX_LISTED_ARENAS] =
+    [const { core::sync::atomic::AtomicUsize::new(0) }; MAX_LISTED_ARENAS];
+#[cfg(feature = "gc")]
+static NARENAS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Calls `f` with every span that is in use (state not `FREE`) in the arenas mapped so far,
+/// found by walking each arena's pages in the page map. Spans may change while this runs
+/// (other threads allocate): `f` must only read, and only what stays readable (heap memory
+/// is never unmapped, descriptors never freed).
+#[cfg(feature = "gc")]
+pub fn for_each_inuse_span(mut f: impl FnMut(*mut Span)) {
+    let n = NARENAS.load(Ordering::Acquire).min(MAX_LISTED_ARENAS);
+    for slot in &ARENAS[..n] {
+        let base = slot.load(Ordering::Acquire);
+        if base == 0 {
+            continue;
+        }
+        let mut page = 0;
+        while page < ARENA_PAGES {
+            let addr = base + (page << PAGE_SHIFT);
+            let s = span_of(addr);
+            // SAFETY: descriptors are never unmapped; a racy read gives a stale but readable
+            // descriptor, which `span_of` already checked contains `addr`.
+            let (start, npages, state) = if s.is_null() {
+                (0, 0, crate::span::FREE)
+            } else {
+                unsafe { ((*s).start, (*s).npages, (*s).state) }
+            };
+            if s.is_null() || start != addr || npages == 0 {
+                page += 1;
+                continue;
+            }
+            if state != crate::span::FREE {
+                f(s);
+            }
+            page += npages;
+        }
+    }
 }
 
 /// The span recorded for the page holding `addr` (possibly stale), or null.
@@ -106,4 +158,13 @@ pub unsafe fn set_range(start: usize, npages: usize, s: *mut Span) {
         // SAFETY: forwarded precondition.
         unsafe { set(start + (i << PAGE_SHIFT), s) };
     }
+}
+
+/// The address range of the page map's first level (a 32 MiB static): the collector leaves it
+/// out when it scans the program's static data (it holds no pointers to objects, and reading
+/// it would make all of it resident).
+#[cfg(feature = "gc")]
+pub fn static_range() -> (usize, usize) {
+    let start = L1.as_ptr() as usize;
+    (start, start + core::mem::size_of_val(&L1))
 }

@@ -23,6 +23,10 @@ use core::ptr;
 pub const FREE: u8 = 0;
 pub const SMALL: u8 = 1;
 pub const LARGE: u8 = 2;
+/// A span of garbage-collected objects (feature `gc`): owned by `gc::heap`, which the
+/// allocator's free paths refuse.
+#[cfg(feature = "gc")]
+pub const GC: u8 = 3;
 
 /// A run of pages (see the module docs for who owns which field when).
 #[repr(C)]
@@ -61,6 +65,9 @@ pub struct Span {
     /// the program (so a second free of it is seen).
     #[cfg(feature = "checked")]
     pub alloc_bits: [core::sync::atomic::AtomicU64; 16],
+    /// `GC` spans: the collector's record of the span (bitmaps, scan or not).
+    #[cfg(feature = "gc")]
+    pub gc: *mut crate::gc::heap::GcSpan,
 }
 
 impl Span {
@@ -98,6 +105,8 @@ impl Span {
             central: core::ptr::null(),
             #[cfg(feature = "checked")]
             alloc_bits: [const { core::sync::atomic::AtomicU64::new(0) }; 16],
+            #[cfg(feature = "gc")]
+            gc: ptr::null_mut(),
         };
     }
 }

@@ -1,0 +1,369 @@
+//! The collector's heap: spans of garbage-collected objects, their allocation and mark bits,
+//! allocation and sweeping.
+//!
+//! Owns: every span whose state is `span::GC`, its [`GcSpan`] record, the per-class lists of
+//! GC spans with a free slot, the list of all GC spans, and the byte counters the pacer reads.
+//!
+//! GC spans come from shard 0's page heap like any other span and are published in the page
+//! map, so a conservative word finds its span in O(1) (`pagemap::span_of`); their state is
+//! `GC`, so the allocator's own free paths refuse their objects. A small object (up to 32 KiB)
+//! takes a slot of the allocator's size class for its size in a span of that class; a span
+//! holds either objects to scan or objects never scanned (`noscan`, Go's noscan spans), never
+//! both. A large object has a span to itself. Objects are handed out zeroed, so a stale word
+//! left by a dead object never looks like a pointer.
+//!
+//! Invariants (under `GC_HEAP`'s lock): an object is allocated iff its alloc bit is set; mark
+//! bits are clear outside a collection; `nfree` counts the clear alloc bits below `nelems`;
+//! a span is on its class's partial list iff `nfree > 0`; every GC span is on `all`.
+//!
+//! Locks: one `Mutex` (`GC_HEAP`), taken before a page-heap lock (gc -> heap), never while an
+//! allocator lock is held. A collection holds it from start to end (so allocation waits).
+
+use crate::fixalloc::FixAlloc;
+use crate::size_class::{self, NUM_CLASSES};
+use crate::span::{self, Span};
+use crate::sync::Mutex;
+use crate::HEAPS;
+use core::ptr;
+
+/// Objects in a span at most (class 1, 8-byte objects, in one 8 KiB page).
+const MAX_OBJECTS: usize = 1024;
+const WORDS: usize = MAX_OBJECTS / 64;
+
+/// The collector's record of one GC span.
+pub struct GcSpan {
+    pub span: *mut Span,
+    /// Bit `i`: object `i` is allocated.
+    pub alloc: [u64; WORDS],
+    /// Bit `i`: object `i` was reached by the current mark.
+    pub mark: [u64; WORDS],
+    /// Its objects are never scanned.
+    pub noscan: bool,
+    /// Object size (span bytes for a large object) and count.
+    pub size: usize,
+    pub nelems: usize,
+    pub nfree: usize,
+    /// Where the search for a free slot starts.
+    hint: usize,
+    in_partial: bool,
+    next_partial: *mut GcSpan,
+    next: *mut GcSpan,
+    prev: *mut GcSpan,
+}
+
+impl GcSpan {
+    #[inline]
+    pub fn is_allocated(&self, i: usize) -> bool {
+        self.alloc[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    #[inline]
+    pub fn is_marked(&self, i: usize) -> bool {
+        self.mark[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    #[inline]
+    pub fn set_mark(&mut self, i: usize) {
+        self.mark[i / 64] |= 1 << (i % 64);
+    }
+
+    /// The start of object `i`.
+    #[inline]
+    pub fn object(&self, i: usize) -> usize {
+        // SAFETY: `span` is the live span this record belongs to.
+        unsafe { (*self.span).start + i * self.size }
+    }
+
+    /// The first clear alloc bit at or after `hint` (wrapping), or None.
+    fn find_free(&self) -> Option<usize> {
+        for k in 0..self.nelems {
+            let i = (self.hint + k) % self.nelems;
+            if !self.is_allocated(i) {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// Counters the pacer and `MemStats` read (bytes).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GcHeapStats {
+    /// Bytes of allocated GC objects (slot sizes).
+    pub live: usize,
+    /// Bytes of GC spans.
+    pub spans: usize,
+    /// Objects allocated and freed since the start.
+    pub nmalloc: u64,
+    pub nfree: u64,
+}
+
+pub(crate) struct GcHeap {
+    partial: [[*mut GcSpan; NUM_CLASSES]; 2],
+    all: *mut GcSpan,
+    pool: FixAlloc,
+    pub stats: GcHeapStats,
+}
+
+// SAFETY: the raw pointers are records and spans owned by this structure, used under its lock.
+unsafe impl Send for GcHeap {}
+
+pub(crate) static GC_HEAP: Mutex<GcHeap> = Mutex::new(GcHeap {
+    partial: [[ptr::null_mut(); NUM_CLASSES]; 2],
+    all: ptr::null_mut(),
+    pool: FixAlloc::new(core::mem::size_of::<GcSpan>()),
+    stats: GcHeapStats {
+        live: 0,
+        spans: 0,
+        nmalloc: 0,
+        nfree: 0,
+    },
+});
+
+impl GcHeap {
+    /// A zeroed object of `size` bytes (scanned unless `noscan`), or null if the OS refuses
+    /// memory. Returns the slot size actually taken through `got`.
+    pub fn alloc(&mut self, size: usize, noscan: bool, got: &mut usize) -> *mut u8 {
+        let class = if size <= size_class::MAX_SMALL_SIZE {
+            size_class::size_to_class(size.max(1))
+        } else {
+            0
+        };
+        let g = if class == 0 {
+            self.new_span(size.div_ceil(size_class::PAGE_SIZE), 0, noscan)
+        } else {
+            let head = self.partial[noscan as usize][class];
+            if head.is_null() {
+                self.new_span(size_class::class_pages(class), class, noscan)
+            } else {
+                head
+            }
+        };
+        if g.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: `g` is a live record of ours with a free slot (new or on a partial list).
+        unsafe {
+            let Some(i) = (*g).find_free() else {
+                return ptr::null_mut();
+            };
+            (*g).alloc[i / 64] |= 1 << (i % 64);
+            (*g).nfree -= 1;
+            (*g).hint = i + 1;
+            if (*g).nfree == 0 && (*g).in_partial {
+                self.unlink_partial(g, class);
+            }
+            let p = (*g).object(i) as *mut u8;
+            ptr::write_bytes(p, 0, (*g).size);
+            *got = (*g).size;
+            self.stats.live += (*g).size;
+            self.stats.nmalloc += 1;
+            p
+        }
+    }
+
+    /// A new GC span (`class` 0: one large object of `npages` pages), on the lists.
+    fn new_span(&mut self, npages: usize, class: usize, noscan: bool) -> *mut GcSpan {
+        let g = self.pool.alloc() as *mut GcSpan;
+        if g.is_null() {
+            return g;
+        }
+        let s = HEAPS[0].alloc(npages, class);
+        if s.is_null() {
+            // SAFETY: `g` came from our pool just now and is unused.
+            unsafe { self.pool.free(g as *mut u8) };
+            return ptr::null_mut();
+        }
+        // SAFETY: `s` is a fresh in-use span, ours alone; `g` is memory for one record.
+        unsafe {
+            let (size, nelems) = if class == 0 {
+                ((*s).bytes(), 1)
+            } else {
+                (
+                    size_class::class_size(class),
+                    size_class::class_objects(class),
+                )
+            };
+            g.write(GcSpan {
+                span: s,
+                alloc: [0; WORDS],
+                mark: [0; WORDS],
+                noscan,
+                size,
+                nelems,
+                nfree: nelems,
+                hint: 0,
+                in_partial: false,
+                next_partial: ptr::null_mut(),
+                next: self.all,
+                prev: ptr::null_mut(),
+            });
+            if !self.all.is_null() {
+                (*self.all).prev = g;
+            }
+            self.all = g;
+            (*s).gc = g;
+            // Published last: a conservative lookup that finds the span state GC also finds
+            // its record (both under our lock, which every reader holds).
+            (*s).state = span::GC;
+            if class != 0 {
+                self.push_partial(g, class);
+            }
+            self.stats.spans += (*s).bytes();
+        }
+        g
+    }
+
+    fn push_partial(&mut self, g: *mut GcSpan, class: usize) {
+        // SAFETY: `g` is a live record of ours.
+        unsafe {
+            let noscan = (*g).noscan as usize;
+            (*g).next_partial = self.partial[noscan][class];
+            (*g).in_partial = true;
+            self.partial[noscan][class] = g;
+        }
+    }
+
+    fn unlink_partial(&mut self, g: *mut GcSpan, class: usize) {
+        // SAFETY: `g` and the list's records are live records of ours.
+        unsafe {
+            let noscan = (*g).noscan as usize;
+            let mut at: *mut *mut GcSpan = &mut self.partial[noscan][class];
+            while !(*at).is_null() {
+                if *at == g {
+                    *at = (*g).next_partial;
+                    break;
+                }
+                at = &mut (**at).next_partial;
+            }
+            (*g).in_partial = false;
+            (*g).next_partial = ptr::null_mut();
+        }
+    }
+
+    /// Every GC span, for marking and sweeping.
+    pub fn spans(&self) -> GcSpans {
+        GcSpans { next: self.all }
+    }
+
+    /// Frees every allocated object not marked and clears the marks; a span left empty goes
+    /// back to the page heap. Returns (objects, bytes) freed.
+    pub fn sweep(&mut self) -> (u64, usize) {
+        let mut freed = (0u64, 0usize);
+        let mut g = self.all;
+        while !g.is_null() {
+            // SAFETY: records on `all` are live; we unlink before recycling one.
+            unsafe {
+                let next = (*g).next;
+                let mut dead = 0usize;
+                for w in 0..WORDS {
+                    let gone = (*g).alloc[w] & !(*g).mark[w];
+                    dead += gone.count_ones() as usize;
+                    (*g).alloc[w] &= (*g).mark[w];
+                    (*g).mark[w] = 0;
+                }
+                if dead > 0 {
+                    freed.0 += dead as u64;
+                    freed.1 += dead * (*g).size;
+                    (*g).nfree += dead;
+                    let s = (*g).span;
+                    let class = (*s).class as usize;
+                    if (*g).nfree == (*g).nelems {
+                        self.release(g);
+                    } else if !(*g).in_partial {
+                        self.push_partial(g, class);
+                    }
+                }
+                g = next;
+            }
+        }
+        self.stats.live -= freed.1;
+        self.stats.nfree += freed.0;
+        freed
+    }
+
+    /// Returns an empty span to the page heap and recycles its record.
+    ///
+    /// # Safety
+    /// `g` is a live record of ours with no allocated object.
+    unsafe fn release(&mut self, g: *mut GcSpan) {
+        // SAFETY: precondition.
+        unsafe {
+            let s = (*g).span;
+            if (*g).in_partial {
+                self.unlink_partial(g, (*s).class as usize);
+            }
+            if (*g).prev.is_null() {
+                self.all = (*g).next;
+            } else {
+                (*(*g).prev).next = (*g).next;
+            }
+            if !(*g).next.is_null() {
+                (*(*g).next).prev = (*g).prev;
+            }
+            self.stats.spans -= (*s).bytes();
+            (*s).gc = ptr::null_mut();
+            (*s).state = if (*s).class == 0 {
+                span::LARGE
+            } else {
+                span::SMALL
+            };
+            HEAPS[0].free(s);
+            self.pool.free(g as *mut u8);
+        }
+    }
+}
+
+/// Iterator over all GC spans' records.
+pub struct GcSpans {
+    next: *mut GcSpan,
+}
+
+impl Iterator for GcSpans {
+    type Item = *mut GcSpan;
+    fn next(&mut self) -> Option<*mut GcSpan> {
+        if self.next.is_null() {
+            return None;
+        }
+        let g = self.next;
+        // SAFETY: records on `all` are live while the caller holds the lock.
+        self.next = unsafe { (*g).next };
+        Some(g)
+    }
+}
+
+/// The GC span record and object index for a word that points into an allocated GC object,
+/// or None. Caller holds `GC_HEAP`'s lock (GC spans change only under it).
+#[inline]
+pub fn find_object(w: usize) -> Option<(*mut GcSpan, usize)> {
+    let s = crate::pagemap::span_of(w);
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: span descriptors are never unmapped; a GC span's state and record change only
+    // under the lock our caller holds.
+    unsafe {
+        if (*s).state != span::GC {
+            return None;
+        }
+        let g = (*s).gc;
+        let i = (w - (*s).start) / (*g).size;
+        if i < (*g).nelems && (*g).is_allocated(i) {
+            Some((g, i))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_fits_the_bitmaps() {
+        for c in 1..NUM_CLASSES {
+            assert!(size_class::class_objects(c) <= MAX_OBJECTS, "class {c}");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Roots: the regions the collector scans conservatively before it follows pointers.
+//!
+//! Owns: the table of regions registered with `add_roots`. Also finds, at each collection, the
+//! calling thread's registers and stack (from the current stack pointer to the stack's top)
+//! and the program's static data: every writable `PT_LOAD` segment of every loaded object
+//! (`dl_iterate_phdr`), less gomalloc's own big tables (the page map's first level and the
+//! central lists), which hold no pointers to GC objects and would cost megabytes of RSS.
+//!
+//! Locks: `REGIONS`, taken alone or inside a collection (gc -> regions).
+
+use super::mark::{scan_range, GreyStack};
+use crate::sync::Mutex;
+use core::cell::Cell;
+
+const MAX_REGIONS: usize = 1024;
+
+struct Regions {
+    r: [(usize, usize); MAX_REGIONS],
+    n: usize,
+}
+
+static REGIONS: Mutex<Regions> = Mutex::new(Regions {
+    r: [(0, 0); MAX_REGIONS],
+    n: 0,
+});
+
+/// Registers `[start, start + len)`; false if the table is full.
+pub fn add(start: usize, len: usize) -> bool {
+    let mut g = REGIONS.lock();
+    if g.n == MAX_REGIONS {
+        return false;
+    }
+    let n = g.n;
+    g.r[n] = (start, start + len);
+    g.n += 1;
+    true
+}
+
+/// Unregisters the region starting at `start`; false if there is none.
+pub fn remove(start: usize) -> bool {
+    let mut g = REGIONS.lock();
+    let n = g.n;
+    for i in 0..n {
+        if g.r[i].0 == start {
+            g.r[i] = g.r[n - 1];
+            g.n -= 1;
+            return true;
+        }
+    }
+    false
+}
+
+/// Scans the registered regions.
+pub fn scan_regions(grey: &mut GreyStack) {
+    let g = REGIONS.lock();
+    for &(s, e) in &g.r[..g.n] {
+        // SAFETY: `add_roots`' contract: the region stays readable while registered.
+        unsafe { scan_range(s, e, grey) };
+    }
+}
+
+std::thread_local! {
+    /// The top (highest address) of this thread's stack, 0 until looked up.
+    static STACK_TOP: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The top of the calling thread's stack (cached), or 0 if unknown.
+fn stack_top() -> usize {
+    let cached = STACK_TOP.with(|c| c.get());
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: plain pthread queries on the calling thread with a zeroed attr that
+    // `pthread_getattr_np` initialises and we destroy.
+    let top = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return 0;
+        }
+        let mut addr: *mut libc::c_void = core::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc != 0 {
+            return 0;
+        }
+        addr as usize + size
+    };
+    STACK_TOP.with(|c| c.set(top));
+    top
+}
+
+/// Scans the calling thread's callee-saved registers and its stack. Not inlined, so that its
+/// frame (holding the spilled registers) lies below every frame of its callers.
+#[inline(never)]
+pub fn scan_own_stack(grey: &mut GreyStack) {
+    let mut regs = [0usize; 12];
+    spill_registers(&mut regs);
+    let here = regs.as_ptr() as usize;
+    let top = stack_top();
+    // SAFETY: our own registers, just stored.
+    unsafe { scan_range(here, here + core::mem::size_of_val(&regs), grey) };
+    if top > here {
+        // SAFETY: from this frame up to the top of this thread's stack: live, readable stack.
+        unsafe { scan_range(here, top, grey) };
+    }
+    core::hint::black_box(&regs);
+}
+
+/// Stores the callee-saved registers, where a caller's pointer may live only in a register.
+#[inline(always)]
+fn spill_registers(regs: &mut [usize; 12]) {
+    let p = regs.as_mut_ptr();
+    // SAFETY: stores into our own 12-word array; no other state is touched.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        core::arch::asm!(
+            "mov [{p}], rbx",
+            "mov [{p} + 8], rbp",
+            "mov [{p} + 16], r12",
+            "mov [{p} + 24], r13",
+            "mov [{p} + 32], r14",
+            "mov [{p} + 40], r15",
+            p = in(reg) p,
+            options(nostack, preserves_flags),
+        );
+    }
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        core::arch::asm!(
+            "stp x19, x20, [{p}]",
+            "stp x21, x22, [{p}, #16]",
+            "stp x23, x24, [{p}, #32]",
+            "stp x25, x26, [{p}, #48]",
+            "stp x27, x28, [{p}, #64]",
+            "stp x29, x30, [{p}, #80]",
+            p = in(reg) p,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("feature `gc` spills registers for x86_64 and aarch64 only");
+
+/// Ranges of static data that are never scanned: gomalloc's own big tables.
+fn excluded() -> [(usize, usize); 2] {
+    let central: &'static [[crate::mcentral::MCentral; crate::NUM_CLASSES]; crate::NHEAPS] =
+        &crate::CENTRAL;
+    let c = central as *const _ as usize;
+    [
+        crate::pagemap::static_range(),
+        (c, c + core::mem::size_of_val(central)),
+    ]
+}
+
+/// Scans `[s, e)` less the excluded ranges.
+///
+/// # Safety
+/// The range is readable.
+unsafe fn scan_except(s: usize, e: usize, grey: &mut GreyStack) {
+    let mut ex = excluded();
+    ex.sort_unstable();
+    let mut at = s;
+    for (xs, xe) in ex {
+        if xe <= at || xs >= e {
+            continue;
+        }
+        if xs > at {
+            // SAFETY: a sub-range of the readable range (precondition).
+            unsafe { scan_range(at, xs, grey) };
+        }
+        at = at.max(xe);
+    }
+    if at < e {
+        // SAFETY: as above.
+        unsafe { scan_range(at, e, grey) };
+    }
+}
+
+/// Scans every writable loaded segment (the .data and .bss of the program and its libraries).
+pub fn scan_statics(grey: &mut GreyStack) {
+    extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader hands us a valid record for the duration of the call; `data` is
+        // the grey stack passed below.
+        unsafe {
+            let grey = &mut *(data as *mut GreyStack);
+            let base = (*info).dlpi_addr as usize;
+            for k in 0..(*info).dlpi_phnum as usize {
+                let ph = &*(*info).dlpi_phdr.add(k);
+                if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
+                    let s = base + ph.p_vaddr as usize;
+                    scan_except(s, s + ph.p_memsz as usize, grey);
+                }
+            }
+        }
+        0
+    }
+    // SAFETY: `each` only reads the records it is given; the grey stack outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), grey as *mut GreyStack as *mut libc::c_void) };
+}
