@@ -294,15 +294,8 @@ pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
 /// Runs when the library is loaded (before `main`): reads `GOMALLOC_DEBUG`, a comma-separated
 /// list of `name=value`; `stats=1` prints MemStats to stderr at exit.
 extern "C" fn on_load() {
-    // SAFETY: getenv with a NUL-terminated name; the result is read before anything can
-    // change the environment (we are in a constructor).
-    let v = unsafe { libc::getenv(c"GOMALLOC_DEBUG".as_ptr()) };
-    if v.is_null() {
-        return;
-    }
-    // SAFETY: getenv returned a NUL-terminated string.
-    let v = unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes();
-    if v.split(|&b| b == b',').any(|kv| kv == b"stats=1") {
+    // Read before anything can change the environment (we are in a constructor).
+    if crate::os::debug_flag(b"stats=1") {
         // SAFETY: registering an extern "C" fn that lives forever.
         unsafe { libc::atexit(print_stats) };
     }

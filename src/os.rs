@@ -50,6 +50,37 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// A monotonic clock in nanoseconds (vDSO, no system call on Linux).
+#[cfg(feature = "gc")]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The value of the environment variable `name`, if set. The program must not change the
+/// environment while the slice is in use (we read it in constructors and at GC calls).
+#[cfg(any(feature = "gc", feature = "c-abi"))]
+pub fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv with a NUL-terminated name returns null or a NUL-terminated string.
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    if v.is_null() {
+        return None;
+    }
+    // SAFETY: as above; the string lives in the environment block.
+    Some(unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes())
+}
+
+/// Whether `GOMALLOC_DEBUG` (a comma-separated list of `name=value`) holds `flag`.
+#[cfg(any(feature = "gc", feature = "c-abi"))]
+pub fn debug_flag(flag: &[u8]) -> bool {
+    env(c"GOMALLOC_DEBUG").is_some_and(|v| v.split(|&b| b == b',').any(|kv| kv == flag))
+}
+
 /// Rounds `n` up to a multiple of the power of two `align`; `None` on overflow.
 #[inline]
 pub fn round_up(n: usize, align: usize) -> Option<usize> {

@@ -198,18 +198,10 @@ fn gogc() -> i64 {
     if g != i64::MIN {
         return g;
     }
-    // SAFETY: getenv returns null or a NUL-terminated string that we only read.
-    let v = unsafe { libc::getenv(c"GOMALLOC_GOGC".as_ptr()) };
-    let parsed = if v.is_null() {
-        100
-    } else {
-        // SAFETY: as above.
-        let s = unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes();
-        if s == b"off" {
-            -1
-        } else {
-            parse_i64(s).unwrap_or(100)
-        }
+    let parsed = match crate::os::env(c"GOMALLOC_GOGC") {
+        None => 100,
+        Some(b"off") => -1,
+        Some(s) => parse_i64(s).unwrap_or(100),
     };
     let _ = GOGC.compare_exchange(i64::MIN, parsed, Ordering::Relaxed, Ordering::Relaxed);
     GOGC.load(Ordering::Relaxed)
@@ -289,8 +281,12 @@ std::thread_local! {
 
 fn register_thread() {
     if !REGISTERED.with(|r| r.replace(true)) {
-        let _ =
-            START_NS.compare_exchange(0, now_ns() as usize, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = START_NS.compare_exchange(
+            0,
+            crate::os::now_ns() as usize,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         THREADS.fetch_add(1, Ordering::AcqRel);
         // Touching the key arms its destructor, which unregisters at thread exit.
         REGISTRATION.with(|_| ());
@@ -351,16 +347,6 @@ pub fn collect() {
     cycle(true);
 }
 
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// One cycle; `forced` for `collect()`.
 #[inline(never)]
 fn cycle(forced: bool) {
@@ -368,7 +354,7 @@ fn cycle(forced: bool) {
         STATS.lock().num_skipped += 1;
         return;
     }
-    let t0 = now_ns();
+    let t0 = crate::os::now_ns();
     let mut grey = GreyStack::new();
     let mut h = GC_HEAP.lock();
     let before = h.stats.live;
@@ -382,14 +368,14 @@ fn cycle(forced: bool) {
     }
     mark::drain(&mut grey);
     mark::rescan_marked(&h, &mut grey);
-    let t_mark = now_ns();
+    let t_mark = crate::os::now_ns();
     let (_, _) = h.sweep();
     let after = h.stats.live;
     let next = goal(after);
     NEXT_GC.store(next, Ordering::Relaxed);
     drop(h);
     grey.free();
-    let t1 = now_ns();
+    let t1 = crate::os::now_ns();
     let pause = t1 - t0;
     let n = {
         let mut s = STATS.lock();
@@ -431,14 +417,7 @@ fn scan_malloc_heap(grey: &mut GreyStack) {
 static START_NS: AtomicUsize = AtomicUsize::new(0);
 
 fn trace_on() -> bool {
-    // SAFETY: getenv returns null or a NUL-terminated string that we only read.
-    let v = unsafe { libc::getenv(c"GOMALLOC_DEBUG".as_ptr()) };
-    if v.is_null() {
-        return false;
-    }
-    // SAFETY: as above.
-    let s = unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes();
-    s.split(|&b| b == b',').any(|kv| kv == b"gctrace=1")
+    crate::os::debug_flag(b"gctrace=1")
 }
 
 fn ms(l: &mut crate::diag::Line, ns: u64) {
