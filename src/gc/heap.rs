@@ -122,8 +122,8 @@ pub(crate) static GC_HEAP: Mutex<GcHeap> = Mutex::new(GcHeap {
 
 impl GcHeap {
     /// A zeroed object of `size` bytes (scanned unless `noscan`), or null if the OS refuses
-    /// memory. Returns the slot size actually taken through `got`.
-    pub fn alloc(&mut self, size: usize, noscan: bool, got: &mut usize) -> *mut u8 {
+    /// memory.
+    pub fn alloc(&mut self, size: usize, noscan: bool) -> *mut u8 {
         let class = if size <= size_class::MAX_SMALL_SIZE {
             size_class::size_to_class(size.max(1))
         } else {
@@ -155,7 +155,6 @@ impl GcHeap {
             }
             let p = (*g).object(i) as *mut u8;
             ptr::write_bytes(p, 0, (*g).size);
-            *got = (*g).size;
             self.stats.live += (*g).size;
             self.stats.nmalloc += 1;
             p

@@ -160,8 +160,7 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
     };
     register_thread();
     maybe_collect();
-    let mut got = 0;
-    GC_HEAP.lock().alloc(size, noscan, &mut got)
+    GC_HEAP.lock().alloc(size, noscan)
 }
 
 /// Registers `[start, start + len)` as a root region: scanned at every collection.
@@ -369,7 +368,7 @@ fn cycle(forced: bool) {
     mark::drain(&mut grey);
     mark::rescan_marked(&h, &mut grey);
     let t_mark = crate::os::now_ns();
-    let (_, _) = h.sweep();
+    h.sweep();
     let after = h.stats.live;
     let next = goal(after);
     NEXT_GC.store(next, Ordering::Relaxed);
