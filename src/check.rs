@@ -52,7 +52,7 @@ fn block_len(p: *const u8) -> usize {
         unsafe {
             return match (*s).state {
                 span::SMALL => (*s).elem_size as usize,
-                span::LARGE => (*s).start + (*s).bytes() - p as usize,
+                span::LARGE => (*s).end() - p.addr(),
                 _ => 0,
             };
         }
@@ -94,7 +94,7 @@ fn small_object(p: *mut u8, class: usize, what: &str) -> (*mut Span, usize) {
                 class_size(class),
             );
         }
-        let off = p as usize - (*s).start;
+        let off = p.addr() - (*s).base();
         if off % (*s).elem_size as usize != 0 {
             fatal(
                 "free of a pointer inside a block, not at its start:",
@@ -197,7 +197,7 @@ pub unsafe fn before_free(p: *mut u8, size: usize, kind: Kind) {
             }
             // SAFETY: a live descriptor from the page map.
             unsafe {
-                if (*s).state != span::LARGE || (*s).start != p as usize {
+                if (*s).state != span::LARGE || (*s).base() != p.addr() {
                     fatal(
                         "double free (or free of a pointer not returned by gomalloc) of",
                         p as usize,

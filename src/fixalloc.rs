@@ -19,8 +19,10 @@ const CHUNK: usize = 64 * 1024;
 pub struct FixAlloc {
     size: usize,
     free: *mut u8,
-    cur: usize,
-    end: usize,
+    /// The unused rest of the newest chunk: `left` bytes at `cur` (a pointer into the chunk,
+    /// so objects carry its provenance).
+    cur: *mut u8,
+    left: usize,
     /// Bytes mapped from the OS.
     pub sys: usize,
     /// Objects handed out and not freed.
@@ -36,8 +38,8 @@ impl FixAlloc {
         FixAlloc {
             size,
             free: ptr::null_mut(),
-            cur: 0,
-            end: 0,
+            cur: ptr::null_mut(),
+            left: 0,
             sys: 0,
             inuse: 0,
         }
@@ -52,18 +54,20 @@ impl FixAlloc {
             self.free = unsafe { (p as *mut *mut u8).read() };
             p
         } else {
-            if self.cur + self.size > self.end {
+            if self.left < self.size {
                 // SAFETY: non-zero length.
                 let chunk = unsafe { os::map(CHUNK) };
                 if chunk.is_null() {
                     return ptr::null_mut();
                 }
-                self.cur = chunk as usize;
-                self.end = chunk as usize + CHUNK;
+                self.cur = chunk;
+                self.left = CHUNK;
                 self.sys += CHUNK;
             }
-            let p = self.cur as *mut u8;
-            self.cur += self.size;
+            let p = self.cur;
+            // SAFETY: `size <= left`, so the result stays inside the chunk (or one past its end).
+            self.cur = unsafe { p.add(self.size) };
+            self.left -= self.size;
             p
         };
         self.inuse += 1;

@@ -17,10 +17,20 @@ use core::ptr;
 const EMPTY: usize = 0;
 const TOMB: usize = 1;
 
+/// A slot: the block's pointer as the mapping returned it (so that walking the blocks, as
+/// the collector does, reads them with their mapping's provenance), or a sentinel address
+/// (`EMPTY`: null, as fresh zeroed memory reads; `TOMB`), and its mapped length.
 #[derive(Clone, Copy)]
 struct Entry {
-    addr: usize,
+    ptr: *mut u8,
     len: usize,
+}
+
+impl Entry {
+    #[inline]
+    fn addr(&self) -> usize {
+        self.ptr.addr()
+    }
 }
 
 struct Table {
@@ -58,10 +68,10 @@ impl Table {
         loop {
             // SAFETY: i < cap, and the slots are initialised.
             let e = unsafe { *self.slots.add(i) };
-            if e.addr == addr {
+            if e.addr() == addr {
                 return Some(i);
             }
-            if e.addr == EMPTY {
+            if e.addr() == EMPTY {
                 return None;
             }
             i = (i + 1) & (self.cap - 1);
@@ -69,19 +79,19 @@ impl Table {
     }
 
     /// Inserts; false if the table cannot grow.
-    fn insert(&mut self, addr: usize, len: usize) -> bool {
+    fn insert(&mut self, ptr: *mut u8, len: usize) -> bool {
         if (self.used + 1) * 2 > self.cap && !self.rehash() {
             return false;
         }
-        let mut i = hash(addr, self.cap);
+        let mut i = hash(ptr.addr(), self.cap);
         loop {
             // SAFETY: i < cap.
             let slot = unsafe { &mut *self.slots.add(i) };
-            if slot.addr == EMPTY || slot.addr == TOMB {
-                if slot.addr == EMPTY {
+            if slot.addr() == EMPTY || slot.addr() == TOMB {
+                if slot.addr() == EMPTY {
                     self.used += 1;
                 }
-                *slot = Entry { addr, len };
+                *slot = Entry { ptr, len };
                 self.live += 1;
                 return true;
             }
@@ -91,7 +101,7 @@ impl Table {
 
     fn remove_at(&mut self, i: usize) {
         // SAFETY: i < cap (from `find`).
-        unsafe { (*self.slots.add(i)).addr = TOMB };
+        unsafe { (*self.slots.add(i)).ptr = ptr::without_provenance_mut(TOMB) };
         self.live -= 1;
     }
 
@@ -119,8 +129,8 @@ impl Table {
         for i in 0..old.1 {
             // SAFETY: i < old cap.
             let e = unsafe { *old.0.add(i) };
-            if e.addr > TOMB {
-                self.insert(e.addr, e.len);
+            if e.addr() > TOMB {
+                self.insert(e.ptr, e.len);
             }
         }
         TABLE_SYS.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -146,7 +156,7 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, usize) {
     if p.is_null() {
         return (p, 0);
     }
-    if !TABLE.lock().insert(p as usize, len) {
+    if !TABLE.lock().insert(p, len) {
         // SAFETY: we just mapped it.
         unsafe { os::unmap(p, len) };
         return (ptr::null_mut(), 0);
@@ -220,7 +230,7 @@ pub unsafe fn resize(p: *mut u8, new_size: usize, may_move: bool) -> (*mut u8, u
         unsafe { (*t.slots.add(i)).len = new_len };
     } else {
         t.remove_at(i);
-        let recorded = t.insert(q as usize, new_len);
+        let recorded = t.insert(q, new_len);
         debug_assert!(recorded, "room was made before the move");
     }
     drop(t);
@@ -240,13 +250,13 @@ pub fn lock_ref() -> &'static dyn RawLock {
 /// Calls `f(start, len)` for every live huge block, holding the table lock (so none of them
 /// is unmapped meanwhile). `f` must not allocate huge blocks or free any.
 #[cfg(feature = "gc")]
-pub fn for_each_block(mut f: impl FnMut(usize, usize)) {
+pub fn for_each_block(mut f: impl FnMut(*mut u8, usize)) {
     let t = TABLE.lock();
     for i in 0..t.cap {
         // SAFETY: i < cap, and the slots are initialised.
         let e = unsafe { *t.slots.add(i) };
-        if e.addr > TOMB {
-            f(e.addr, e.len);
+        if e.addr() > TOMB {
+            f(e.ptr, e.len);
         }
     }
 }

@@ -163,7 +163,7 @@ fn alloc_large(size: usize, align: usize) -> (*mut u8, bool) {
     // SAFETY: `s` is a live large span we own.
     unsafe {
         mcache::count_large(true, (*s).bytes());
-        let p = (*s).start as *mut u8;
+        let p = (*s).start;
         vg_slack(p, size, (*s).bytes());
         (p, (*s).zeroed)
     }
@@ -173,7 +173,7 @@ fn alloc_large(size: usize, align: usize) -> (*mut u8, bool) {
 fn large_span(p: *mut u8, what: &str) -> *mut Span {
     let s = pagemap::span_of(p as usize);
     // SAFETY: `span_of` returns a live descriptor or null.
-    if s.is_null() || unsafe { (*s).state != span::LARGE || (*s).start != p as usize } {
+    if s.is_null() || unsafe { (*s).state != span::LARGE || (*s).base() != p.addr() } {
         diag::fatal(what, p as usize, 0);
     }
     s
@@ -320,7 +320,7 @@ unsafe fn realloc_large_move(p: *mut u8, size: usize, new_size: usize) -> *mut u
     let old = large_span(p, "realloc of a pointer not allocated by gomalloc (large)");
     // SAFETY: `s` is a fresh large span of ours, `old` the live span of `p`; they are distinct.
     unsafe {
-        let q = (*s).start as *mut u8;
+        let q = (*s).start;
         valgrind::malloclike(q, new_size, false);
         vg_slack(q, new_size, (*s).bytes());
         ptr::copy_nonoverlapping(p, q, size);
@@ -368,14 +368,14 @@ pub unsafe fn free_unsized(p: *mut u8) -> bool {
     let s = pagemap::span_of(p as usize);
     if !s.is_null() {
         // SAFETY: a live descriptor from the page map.
-        let (state, class, start) = unsafe { ((*s).state, (*s).class as usize, (*s).start) };
+        let (state, class, start) = unsafe { ((*s).state, (*s).class as usize, (*s).base()) };
         if state == span::SMALL {
             valgrind::freelike(p);
             // SAFETY: `p` is an object of this span's class (precondition).
             unsafe { mcache::free(class, p) };
             return true;
         }
-        if state == span::LARGE && start == p as usize {
+        if state == span::LARGE && start == p.addr() {
             valgrind::freelike(p);
             // SAFETY: `s` is the live large span of `p`, which is dead (precondition).
             unsafe { free_large_span(s) };
@@ -430,7 +430,8 @@ pub unsafe fn realloc_unsized(p: *mut u8, new_size: usize) -> *mut u8 {
         return q;
     }
     let old = usable_size(p);
-    if old == 0 || (!s.is_null() && unsafe { (*s).start } != p as usize) {
+    // SAFETY: a live descriptor from the page map, if any.
+    if old == 0 || (!s.is_null() && unsafe { (*s).base() } != p.addr()) {
         diag::fatal(
             "realloc of a pointer not allocated by gomalloc",
             p as usize,
@@ -458,7 +459,7 @@ fn usable_size_fast(p: *const u8) -> usize {
         unsafe {
             match (*s).state {
                 span::SMALL => return (*s).elem_size as usize,
-                span::LARGE => return (*s).start + (*s).bytes() - p as usize,
+                span::LARGE => return (*s).end() - p.addr(),
                 _ => return 0,
             }
         }

@@ -140,7 +140,7 @@ impl MCentral {
             unsafe {
                 (*s).central = self;
                 // Its objects are free: the program may not touch them until handed out.
-                crate::valgrind::make_noaccess((*s).start as *const u8, (*s).bytes());
+                crate::valgrind::make_noaccess((*s).start, (*s).bytes());
                 c.partial.push(s);
             }
         }
@@ -234,8 +234,8 @@ impl CentralInner {
                         (*s).freelist = span::free_link(o);
                         o
                     } else if (*s).bump < (*s).nelems {
-                        let o =
-                            ((*s).start + (*s).bump as usize * (*s).elem_size as usize) as *mut u8;
+                        // Inside the span (bump < nelems), so inside its mapping.
+                        let o = (*s).start.add((*s).bump as usize * (*s).elem_size as usize);
                         (*s).bump += 1;
                         #[cfg(feature = "checked")]
                         crate::check::poison(o, (*s).elem_size as usize);
@@ -477,7 +477,7 @@ mod tests {
             assert!(!s.is_null());
             // SAFETY: live span; p is one of its objects.
             unsafe {
-                assert_eq!((p as usize - (*s).start) % size, 0);
+                assert_eq!((p.addr() - (*s).base()) % size, 0);
                 p = span::free_link(p);
             }
         }

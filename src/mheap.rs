@@ -103,7 +103,9 @@ struct HeapInner {
     released_mask: u128,
     /// Free spans of more than `MAX_BUCKET` pages, released or not.
     large: SpanList,
-    arena_cur: usize,
+    /// The unused rest of the newest arena mapping: `arena_cur` keeps the mapping's
+    /// provenance, every span's `start` is derived from it.
+    arena_cur: *mut u8,
     arena_end: usize,
     pool: SpanPool,
     sys: usize,
@@ -116,6 +118,10 @@ struct HeapInner {
     /// is idle and gives all its idle pages back.
     last_use_ms: u64,
 }
+
+// SAFETY: `arena_cur` points into memory the heap owns; like every span pointer in here, it is
+// only used under the heap's lock.
+unsafe impl Send for HeapInner {}
 
 impl MHeap {
     const_fn! {
@@ -141,7 +147,7 @@ impl MHeap {
                     free_mask: 0,
                     released_mask: 0,
                     large: SpanList::new(),
-                    arena_cur: 0,
+                    arena_cur: ptr::null_mut(),
                     arena_end: 0,
                     pool: SpanPool::new(),
                     sys: 0,
@@ -213,8 +219,8 @@ impl MHeap {
         // SAFETY: `s` is an in-use span we own; the pieces we cut off are inside it.
         unsafe {
             let start = (*s).start;
-            let aligned = (start + align - 1) & !(align - 1);
-            let head = (aligned - start) >> PAGE_SHIFT;
+            let aligned = start.map_addr(|a| (a + align - 1) & !(align - 1));
+            let head = (aligned.addr() - start.addr()) >> PAGE_SHIFT;
             if head > 0 {
                 (*s).start = aligned;
                 (*s).npages -= head;
@@ -223,7 +229,7 @@ impl MHeap {
             let tail = (*s).npages - npages;
             if tail > 0 {
                 (*s).npages = npages;
-                h.free_part(aligned + (npages << PAGE_SHIFT), tail);
+                h.free_part(aligned.add(npages << PAGE_SHIFT), tail);
             }
             self.hand_out(&mut h, s, 0);
         }
@@ -322,7 +328,7 @@ impl MHeap {
                 return true;
             }
             let need = npages - have;
-            let end = (*s).start + (*s).bytes();
+            let end = (*s).end();
             if end & (ARENA_SIZE - 1) == 0 {
                 // The next arena may belong to another heap shard.
                 return false;
@@ -331,7 +337,7 @@ impl MHeap {
             if next.is_null()
                 || (*next).state != span::FREE
                 || !(*next).in_list
-                || (*next).start != end
+                || (*next).base() != end
                 || (*next).npages < need
             {
                 return false;
@@ -360,7 +366,7 @@ impl MHeap {
         unsafe {
             let tail = (*s).npages - npages;
             (*s).npages = npages;
-            h.free_part((*s).start + (npages << PAGE_SHIFT), tail);
+            h.free_part((*s).start.add(npages << PAGE_SHIFT), tail);
         }
         let wake = h.after_free();
         drop(h);
@@ -432,7 +438,7 @@ impl HeapInner {
             let bytes = n << PAGE_SHIFT;
             let rel_taken = (*s).released.min(bytes);
             if (*s).npages > n {
-                let rest = self.pool.alloc((*s).start + bytes, (*s).npages - n);
+                let rest = self.pool.alloc((*s).start.add(bytes), (*s).npages - n);
                 if rest.is_null() {
                     // No descriptor: keep the whole span in use rather than lose pages.
                     self.inuse += (*s).bytes();
@@ -477,7 +483,7 @@ impl HeapInner {
                 (*s).elem_size = size_class::class_size(class) as u32;
                 (*s).nelems = size_class::class_objects(class) as u32;
             }
-            pagemap::set_range((*s).start, (*s).npages, s);
+            pagemap::set_range((*s).base(), (*s).npages, s);
         }
     }
 
@@ -485,7 +491,7 @@ impl HeapInner {
     ///
     /// # Safety
     /// The pages are ours, in use and dead.
-    unsafe fn free_part(&mut self, start: usize, npages: usize) {
+    unsafe fn free_part(&mut self, start: *mut u8, npages: usize) {
         let part = self.pool.alloc(start, npages);
         if part.is_null() {
             // No descriptor: the pages stay counted in use (leaked) rather than lost track of.
@@ -542,7 +548,7 @@ impl HeapInner {
                 if (*s).npages >= n
                     && (best.is_null()
                         || (*s).npages < (*best).npages
-                        || ((*s).npages == (*best).npages && (*s).start < (*best).start))
+                        || ((*s).npages == (*best).npages && (*s).base() < (*best).base()))
                 {
                     best = s;
                 }
@@ -555,7 +561,7 @@ impl HeapInner {
     /// Maps more memory: the rest of the current arena, or new arenas.
     fn grow(&mut self, n: usize) -> bool {
         let need = n << PAGE_SHIFT;
-        if self.arena_end - self.arena_cur < need {
+        if self.arena_end - self.arena_cur.addr() < need {
             let Some(size) = os::round_up(need, ARENA_SIZE) else {
                 return false;
             };
@@ -564,32 +570,32 @@ impl HeapInner {
             if base.is_null() {
                 return false;
             }
-            let base = base as usize;
-            if (base + size) >> 48 != 0 || !self.install_arenas(base, size) {
+            if !pagemap::covers(base.addr(), size) || !self.install_arenas(base.addr(), size) {
                 // SAFETY: we just mapped it and handed out nothing from it.
-                unsafe { os::unmap(base as *mut u8, size) };
+                unsafe { os::unmap(base, size) };
                 return false;
             }
-            if self.arena_end > self.arena_cur {
-                let (cur, end) = (self.arena_cur, self.arena_end);
-                self.add_fresh(cur, end);
+            let rest = self.arena_end - self.arena_cur.addr();
+            if rest > 0 {
+                self.add_fresh(self.arena_cur, rest);
             }
             self.arena_cur = base;
-            self.arena_end = base + size;
+            self.arena_end = base.addr() + size;
         }
         // Grow in whole huge pages, so that a big heap's memory can be backed by them.
         let ask = os::round_up(need.max(GROW_MIN_PAGES << PAGE_SHIFT), HUGE_PAGE)
             .unwrap_or(usize::MAX)
-            .min(self.arena_end - self.arena_cur);
+            .min(self.arena_end - self.arena_cur.addr());
         let start = self.arena_cur;
-        self.arena_cur += ask;
+        // SAFETY: `ask` bytes fit in the rest of the arena mapping `arena_cur` points into.
+        self.arena_cur = unsafe { start.add(ask) };
         if self.sys >= HUGE_PAGES_FROM {
             // A big heap: fewer page faults and TLB misses are worth more than the memory a
             // partly used huge page costs. Small heaps stay on 4 KiB pages.
             // SAFETY: the range was just carved from our arena.
-            unsafe { os::hugepage(start as *mut u8, ask) };
+            unsafe { os::hugepage(start, ask) };
         }
-        self.add_fresh(start, start + ask)
+        self.add_fresh(start, ask)
     }
 
     /// Creates page-map metadata for each arena in `[base, base + size)`.
@@ -612,9 +618,10 @@ impl HeapInner {
         true
     }
 
-    /// Adds never-used memory `[start, end)` to the heap as a free, released, zeroed span.
-    fn add_fresh(&mut self, start: usize, end: usize) -> bool {
-        let s = self.pool.alloc(start, (end - start) >> PAGE_SHIFT);
+    /// Adds `len` bytes of never-used memory at `start` to the heap as a free, released,
+    /// zeroed span.
+    fn add_fresh(&mut self, start: *mut u8, len: usize) -> bool {
+        let s = self.pool.alloc(start, len >> PAGE_SHIFT);
         if s.is_null() {
             return false;
         }
@@ -638,7 +645,7 @@ impl HeapInner {
         // that are adjacent and on a list before they are touched.
         unsafe {
             (*s).state = span::FREE;
-            let start = (*s).start;
+            let start = (*s).base();
             // Free runs never cross an arena boundary: the neighbouring arena may belong to
             // another heap shard, whose spans only its own lock guards.
             if start & (ARENA_SIZE - 1) != 0 {
@@ -646,7 +653,7 @@ impl HeapInner {
                 if !prev.is_null()
                     && (*prev).state == span::FREE
                     && (*prev).in_list
-                    && (*prev).start + (*prev).bytes() == start
+                    && (*prev).end() == start
                 {
                     self.remove_free(prev);
                     (*s).start = (*prev).start;
@@ -657,7 +664,7 @@ impl HeapInner {
                     self.pool.free(prev);
                 }
             }
-            let end = (*s).start + (*s).bytes();
+            let end = (*s).end();
             let next = if end & (ARENA_SIZE - 1) != 0 {
                 pagemap::lookup(end)
             } else {
@@ -666,7 +673,7 @@ impl HeapInner {
             if !next.is_null()
                 && (*next).state == span::FREE
                 && (*next).in_list
-                && (*next).start == end
+                && (*next).base() == end
             {
                 self.remove_free(next);
                 (*s).npages += (*next).npages;
@@ -689,8 +696,8 @@ impl HeapInner {
         unsafe {
             (*s).state = span::FREE;
             let n = (*s).npages;
-            pagemap::set((*s).start, s);
-            pagemap::set((*s).start + ((n - 1) << PAGE_SHIFT), s);
+            pagemap::set((*s).base(), s);
+            pagemap::set((*s).base() + ((n - 1) << PAGE_SHIFT), s);
             if n > MAX_BUCKET {
                 self.large.push(s);
             } else if fully_released(s) {
@@ -773,7 +780,7 @@ impl HeapInner {
             unsafe {
                 self.remove_free(s);
                 let bytes = (*s).bytes();
-                let got = os::release((*s).start as *mut u8, bytes);
+                let got = os::release((*s).start, bytes);
                 let newly = got.saturating_sub((*s).released);
                 if got >= bytes {
                     (*s).zeroed = true;
@@ -832,7 +839,7 @@ impl HeapInner {
 unsafe fn fully_released(s: *mut Span) -> bool {
     let page = os::page_size();
     // SAFETY: precondition.
-    let (start, end, released) = unsafe { ((*s).start, (*s).start + (*s).bytes(), (*s).released) };
+    let (start, end, released) = unsafe { ((*s).base(), (*s).end(), (*s).released) };
     let lo = (start + page - 1) & !(page - 1);
     let hi = end & !(page - 1);
     released >= hi.saturating_sub(lo)
@@ -872,20 +879,20 @@ mod tests {
         // SAFETY: the spans are live and ours.
         unsafe {
             assert_eq!(
-                (*a).start + 3 * PAGE_SIZE,
-                (*b).start,
+                (*a).base() + 3 * PAGE_SIZE,
+                (*b).base(),
                 "first fit from one chunk"
             );
-            assert_eq!(pagemap::span_of((*b).start + 5 * PAGE_SIZE - 1), b);
+            assert_eq!(pagemap::span_of((*b).base() + 5 * PAGE_SIZE - 1), b);
             let st = h.stats();
             assert_eq!(st.inuse, 9 * PAGE_SIZE);
-            let a_start = (*a).start;
+            let a_start = (*a).base();
             h.free(b);
             h.free(a);
             assert_eq!(h.stats().inuse, PAGE_SIZE);
             // a and b merged: an 8-page request fits exactly where they were.
             let d = h.alloc(8, 0);
-            assert_eq!((*d).start, a_start);
+            assert_eq!((*d).base(), a_start);
             h.free(d);
             h.free(c);
         }
@@ -903,14 +910,14 @@ mod tests {
         assert!(!s.is_null());
         // SAFETY: live spans of ours.
         unsafe {
-            assert_eq!((*s).start % (1 << 20), 0);
+            assert_eq!((*s).base() % (1 << 20), 0);
             assert_eq!((*s).npages, 3);
             assert!(h.grow_in_place(s, 10));
             assert_eq!((*s).npages, 10);
-            assert_eq!(pagemap::span_of((*s).start + 9 * PAGE_SIZE), s);
+            assert_eq!(pagemap::span_of((*s).base() + 9 * PAGE_SIZE), s);
             h.shrink_in_place(s, 2);
             assert_eq!((*s).npages, 2);
-            assert!(pagemap::span_of((*s).start + 5 * PAGE_SIZE).is_null());
+            assert!(pagemap::span_of((*s).base() + 5 * PAGE_SIZE).is_null());
             assert_eq!(h.stats().inuse, 2 * PAGE_SIZE);
             h.free(s);
         }
@@ -948,7 +955,7 @@ mod tests {
         assert!(!s.is_null() && !keep.is_null());
         // SAFETY: the span is ours; we dirty its pages, then free it.
         unsafe {
-            core::ptr::write_bytes((*s).start as *mut u8, 1, (*s).bytes());
+            core::ptr::write_bytes((*s).start, 1, (*s).bytes());
             h.free(s);
         }
         let before = h.stats();
@@ -960,7 +967,7 @@ mod tests {
         // SAFETY: released pages read back as zero.
         unsafe {
             assert!((*again).zeroed);
-            let p = (*again).start as *const u8;
+            let p = (*again).start;
             assert_eq!(*p, 0);
             h.free(again);
             h.free(keep);

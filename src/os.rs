@@ -132,9 +132,8 @@ pub unsafe fn map_aligned(len: usize, align: usize) -> *mut u8 {
     if raw.is_null() {
         return raw;
     }
-    let start = raw as usize;
-    let aligned = (start + align - 1) & !(align - 1);
-    let head = aligned - start;
+    let aligned = raw.map_addr(|a| (a + align - 1) & !(align - 1));
+    let head = aligned.addr() - raw.addr();
     let tail = total - head - len;
     // SAFETY: head and tail are page-aligned pieces of the mapping we just made and own.
     unsafe {
@@ -142,10 +141,10 @@ pub unsafe fn map_aligned(len: usize, align: usize) -> *mut u8 {
             unmap(raw, head);
         }
         if tail > 0 {
-            unmap((aligned + len) as *mut u8, tail);
+            unmap(aligned.add(len), tail);
         }
     }
-    aligned as *mut u8
+    aligned
 }
 
 /// Unmaps a range previously returned by [`map`] / [`map_aligned`] (or a page-aligned part).
@@ -186,15 +185,17 @@ pub unsafe fn hugepage(_ptr: *mut u8, _len: usize) {}
 #[cfg(not(miri))]
 pub unsafe fn release(ptr: *mut u8, len: usize) -> usize {
     let page = page_size();
-    let start = (ptr as usize + page - 1) & !(page - 1);
-    let end = (ptr as usize + len) & !(page - 1);
-    if end <= start {
+    let start = ptr.map_addr(|a| (a + page - 1) & !(page - 1));
+    let end = (ptr.addr() + len) & !(page - 1);
+    if end <= start.addr() {
         return 0;
     }
-    // SAFETY: [start, end) is a page-aligned sub-range of memory we own and hold no data in.
-    let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    let bytes = end - start.addr();
+    // SAFETY: [start, start + bytes) is a page-aligned sub-range of memory we own and hold no
+    // data in.
+    let rc = unsafe { libc::madvise(start.cast(), bytes, libc::MADV_DONTNEED) };
     if rc == 0 {
-        end - start
+        bytes
     } else {
         0
     }

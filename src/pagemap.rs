@@ -48,6 +48,13 @@ fn meta(addr: usize) -> *mut ArenaMeta {
     L1[idx].load(Ordering::Acquire)
 }
 
+/// Whether `[base, base + size)` lies inside the address space the map covers (memory beyond it
+/// cannot be handed out: its pages would have no span).
+pub fn covers(base: usize, size: usize) -> bool {
+    base.checked_add(size)
+        .is_some_and(|end| end <= 1 << ADDR_BITS)
+}
+
 /// Whether the arena holding `addr` has metadata.
 pub fn has_arena(addr: usize) -> bool {
     !meta(addr).is_null()
@@ -100,7 +107,7 @@ pub fn for_each_inuse_span(mut f: impl FnMut(*mut Span)) {
             let (start, npages, state) = if s.is_null() {
                 (0, 0, crate::span::FREE)
             } else {
-                unsafe { ((*s).start, (*s).npages, (*s).state) }
+                unsafe { ((*s).base(), (*s).npages, (*s).state) }
             };
             if s.is_null() || start != addr || npages == 0 {
                 page += 1;

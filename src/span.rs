@@ -31,8 +31,9 @@ pub const GC: u8 = 3;
 /// A run of pages (see the module docs for who owns which field when).
 #[repr(C)]
 pub struct Span {
-    /// Address of the first page.
-    pub start: usize,
+    /// The first page: a pointer derived from the mapping that holds the span, so objects and
+    /// blocks cut from it carry that mapping's provenance (no integer-to-pointer casts).
+    pub start: *mut u8,
     /// Length in 8 KiB pages.
     pub npages: usize,
     pub next: *mut Span,
@@ -77,14 +78,26 @@ impl Span {
         self.npages << crate::size_class::PAGE_SHIFT
     }
 
+    /// Address of the first page.
+    #[inline]
+    pub fn base(&self) -> usize {
+        self.start.addr()
+    }
+
+    /// Address just past the last page.
+    #[inline]
+    pub fn end(&self) -> usize {
+        self.base() + self.bytes()
+    }
+
     /// Whether `addr` lies inside this span.
     #[inline]
     pub fn contains(&self, addr: usize) -> bool {
-        addr.wrapping_sub(self.start) < self.bytes()
+        addr.wrapping_sub(self.base()) < self.bytes()
     }
 
     /// Resets every field for a span of `npages` pages at `start`.
-    pub fn init(&mut self, start: usize, npages: usize) {
+    pub fn init(&mut self, start: *mut u8, npages: usize) {
         *self = Span {
             start,
             npages,
@@ -218,7 +231,7 @@ impl SpanPool {
     }
 
     /// A descriptor initialised for `[start, start + npages pages)`; null if the OS refuses.
-    pub fn alloc(&mut self, start: usize, npages: usize) -> *mut Span {
+    pub fn alloc(&mut self, start: *mut u8, npages: usize) -> *mut Span {
         let s = self.fix.alloc() as *mut Span;
         if !s.is_null() {
             // SAFETY: `s` is memory for one Span, ours alone.

@@ -28,7 +28,7 @@ fn concurrent_alloc_free_coalesce() {
             let s = h2.alloc(2, 0);
             assert!(!s.is_null());
             // SAFETY: a live span of ours.
-            let (start, npages) = unsafe { ((*s).start, (*s).npages) };
+            let (start, npages) = unsafe { ((*s).base(), (*s).npages) };
             // Every page of the new span maps back to it (page-map publication).
             for i in 0..npages {
                 assert_eq!(pagemap::lookup(start + i * 8192), s);
@@ -59,7 +59,7 @@ fn two_threads_allocate_disjoint_spans() {
                     let s = h.alloc(1 + i, 0);
                     assert!(!s.is_null());
                     // SAFETY: a live span of ours.
-                    unsafe { ((*s).start, (*s).npages, s as usize) }
+                    unsafe { ((*s).base(), (*s).npages, s as usize) }
                 })
             })
             .collect();

@@ -67,11 +67,13 @@ impl GcSpan {
         self.mark[i / 64] |= 1 << (i % 64);
     }
 
-    /// The start of object `i`.
+    /// The start of object `i` (`i < nelems`), derived from the span's first page, so that it
+    /// carries the mapping's provenance however the object was found (a conservative word is
+    /// only ever an address to look up).
     #[inline]
-    pub fn object(&self, i: usize) -> usize {
-        // SAFETY: `span` is the live span this record belongs to.
-        unsafe { (*self.span).start + i * self.size }
+    pub fn object(&self, i: usize) -> *mut u8 {
+        // SAFETY: `span` is the live span this record belongs to; object `i` lies inside it.
+        unsafe { (*self.span).start.add(i * self.size) }
     }
 
     /// The first clear alloc bit at or after `hint` (wrapping), or None.
@@ -153,7 +155,7 @@ impl GcHeap {
             if (*g).nfree == 0 && (*g).in_partial {
                 self.unlink_partial(g, class);
             }
-            let p = (*g).object(i) as *mut u8;
+            let p = (*g).object(i);
             ptr::write_bytes(p, 0, (*g).size);
             self.stats.live += (*g).size;
             self.stats.nmalloc += 1;
@@ -346,7 +348,7 @@ pub fn find_object(w: usize) -> Option<(*mut GcSpan, usize)> {
             return None;
         }
         let g = (*s).gc;
-        let i = (w - (*s).start) / (*g).size;
+        let i = (w - (*s).base()) / (*g).size;
         if i < (*g).nelems && (*g).is_allocated(i) {
             Some((g, i))
         } else {

@@ -3,6 +3,10 @@
 //! Owns: the grey stack (objects reached but not yet scanned), a growable array of
 //! `(start, len)` in memory mapped from the OS (never the global allocator).
 //!
+//! Provenance: a scanned word is only an address, looked up in the page map; the object it
+//! marks is reached through its span's first page (`GcSpan::object`), and every range is
+//! scanned through a pointer to it, never through an integer cast to a pointer.
+//!
 //! Tri-colour terms: an object is white while its mark bit is clear, grey once marked and on
 //! the grey stack, black once popped and scanned (noscan objects go straight to black).
 //! Scanning is conservative: every aligned word of a root or a grey object that points into an
@@ -16,9 +20,12 @@ use core::ptr;
 
 const WORD: usize = core::mem::size_of::<usize>();
 
+/// A range to scan: its start and length in bytes.
+type Range = (*const u8, usize);
+
 /// Objects waiting to be scanned.
 pub struct GreyStack {
-    buf: *mut (usize, usize),
+    buf: *mut Range,
     len: usize,
     cap: usize,
     /// The stack could not grow: some objects were marked but not scanned, so the mark must
@@ -36,7 +43,7 @@ impl GreyStack {
         }
     }
 
-    fn push(&mut self, start: usize, len: usize) {
+    fn push(&mut self, start: *const u8, len: usize) {
         if self.len == self.cap && !self.grow() {
             self.overflowed = true;
             return;
@@ -46,7 +53,7 @@ impl GreyStack {
         self.len += 1;
     }
 
-    fn pop(&mut self) -> Option<(usize, usize)> {
+    fn pop(&mut self) -> Option<Range> {
         if self.len == 0 {
             return None;
         }
@@ -57,14 +64,14 @@ impl GreyStack {
 
     /// Doubles the capacity (first: 64 KiB of entries); false if the OS refuses.
     fn grow(&mut self) -> bool {
-        let entry = core::mem::size_of::<(usize, usize)>();
+        let entry = core::mem::size_of::<Range>();
         let new_cap = if self.cap == 0 {
             (64 << 10) / entry
         } else {
             self.cap * 2
         };
         // SAFETY: a fresh anonymous mapping.
-        let nb = unsafe { os::map(new_cap * entry) } as *mut (usize, usize);
+        let nb = unsafe { os::map(new_cap * entry) } as *mut Range;
         if nb.is_null() {
             return false;
         }
@@ -83,7 +90,7 @@ impl GreyStack {
     /// Gives the memory back (after a collection).
     pub fn free(&mut self) {
         if !self.buf.is_null() {
-            let entry = core::mem::size_of::<(usize, usize)>();
+            let entry = core::mem::size_of::<Range>();
             // SAFETY: our mapping, no longer used.
             unsafe { os::unmap(self.buf as *mut u8, self.cap * entry) };
         }
@@ -108,18 +115,19 @@ pub fn mark_word(w: usize, grey: &mut GreyStack) {
     }
 }
 
-/// Scans `[start, end)` word by word (aligned words only).
+/// Scans the `len` bytes at `start` word by word (aligned words only).
 ///
 /// # Safety
-/// The range is readable memory.
-pub unsafe fn scan_range(start: usize, end: usize, grey: &mut GreyStack) {
-    let mut p = (start + WORD - 1) & !(WORD - 1);
-    while p + WORD <= end {
-        // SAFETY: inside the readable range (precondition). Volatile: the words are read as
-        // they are, whatever the compiler knows about them.
-        let w = unsafe { ptr::read_volatile(p as *const usize) };
+/// The range is readable memory, and `start` a pointer that may read all of it.
+pub unsafe fn scan_range(start: *const u8, len: usize, grey: &mut GreyStack) {
+    let end = start.addr().saturating_add(len);
+    let mut p = start.map_addr(|a| (a + WORD - 1) & !(WORD - 1));
+    while p.addr() + WORD <= end {
+        // SAFETY: an aligned word inside the readable range (precondition). Volatile: the
+        // words are read as they are, whatever the compiler knows about them.
+        let w = unsafe { ptr::read_volatile(p.cast::<usize>()) };
         mark_word(w, grey);
-        p += WORD;
+        p = p.wrapping_add(WORD);
     }
 }
 
@@ -127,7 +135,7 @@ pub unsafe fn scan_range(start: usize, end: usize, grey: &mut GreyStack) {
 pub fn drain(grey: &mut GreyStack) {
     while let Some((start, len)) = grey.pop() {
         // SAFETY: a grey object is an allocated GC object: its memory is ours and readable.
-        unsafe { scan_range(start, start + len, grey) };
+        unsafe { scan_range(start, len, grey) };
     }
 }
 
@@ -144,7 +152,7 @@ pub fn rescan_marked(heap: &super::heap::GcHeap, grey: &mut GreyStack) {
                 for i in 0..(*g).nelems {
                     if (*g).is_marked(i) {
                         let o = (*g).object(i);
-                        scan_range(o, o + (*g).size, grey);
+                        scan_range(o, (*g).size, grey);
                         drain(grey);
                     }
                 }

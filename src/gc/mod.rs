@@ -168,7 +168,7 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
 /// # Safety
 /// The region stays readable until [`remove_roots`] is called with the same `start`.
 pub unsafe fn add_roots(start: *const u8, len: usize) {
-    if !roots::add(start as usize, len) {
+    if !roots::add(start, len) {
         crate::diag::fatal("gc: add_roots: the root table is full", start as usize, 0);
     }
 }
@@ -178,7 +178,7 @@ pub unsafe fn add_roots(start: *const u8, len: usize) {
 /// # Safety
 /// None beyond [`add_roots`]'; `unsafe` for symmetry with it.
 pub unsafe fn remove_roots(start: *const u8) {
-    roots::remove(start as usize);
+    roots::remove(start);
 }
 
 // ---- pacing ------------------------------------------------------------------------------
@@ -403,12 +403,12 @@ fn scan_malloc_heap(grey: &mut GreyStack) {
                 _ => 0,
             };
             if len > 0 && len <= (*s).bytes() {
-                mark::scan_range(start, start + len, grey);
+                mark::scan_range(start, len, grey);
             }
         }
     });
     // SAFETY: live huge blocks, which stay mapped while their table lock is held.
-    crate::huge::for_each_block(|a, len| unsafe { mark::scan_range(a, a + len, grey) });
+    crate::huge::for_each_block(|p, len| unsafe { mark::scan_range(p, len, grey) });
 }
 
 // ---- gctrace -----------------------------------------------------------------------------

@@ -6,42 +6,53 @@
 //! (`dl_iterate_phdr`), less gomalloc's own big tables (the page map's first level and the
 //! central lists), which hold no pointers to GC objects and would cost megabytes of RSS.
 //!
+//! Provenance: regions are kept as the pointers `add_roots` was given, the stack is read
+//! through the pointer `pthread_attr_getstack` returns; only the loaded objects' segments,
+//! which no pointer of ours covers (the loader gives integers), are reached through
+//! `ptr::with_exposed_provenance`, never an `as` cast.
+//!
 //! Locks: `REGIONS`, taken alone or inside a collection (gc -> regions).
 
 use super::mark::{scan_range, GreyStack};
 use crate::sync::Mutex;
 use core::cell::Cell;
+use core::ptr;
 
 const MAX_REGIONS: usize = 1024;
 
+/// The registered regions: `(start, len)`, `start` as the program gave it.
 struct Regions {
-    r: [(usize, usize); MAX_REGIONS],
+    r: [(*const u8, usize); MAX_REGIONS],
     n: usize,
 }
 
+// SAFETY: the pointers are only read through while scanning, under the table's lock; the
+// program keeps the regions readable while they are registered (`add_roots`' contract).
+unsafe impl Send for Regions {}
+
 static REGIONS: Mutex<Regions> = Mutex::new(Regions {
-    r: [(0, 0); MAX_REGIONS],
+    r: [(ptr::null(), 0); MAX_REGIONS],
     n: 0,
 });
 
 /// Registers `[start, start + len)`; false if the table is full.
-pub fn add(start: usize, len: usize) -> bool {
+pub fn add(start: *const u8, len: usize) -> bool {
     let mut g = REGIONS.lock();
     if g.n == MAX_REGIONS {
         return false;
     }
     let n = g.n;
-    g.r[n] = (start, start + len);
+    g.r[n] = (start, len);
     g.n += 1;
     true
 }
 
 /// Unregisters the region starting at `start`; false if there is none.
-pub fn remove(start: usize) -> bool {
+pub fn remove(start: *const u8) -> bool {
     let mut g = REGIONS.lock();
     let n = g.n;
     for i in 0..n {
-        if g.r[i].0 == start {
+        if g.r[i].0.addr() == start.addr() {
             g.r[i] = g.r[n - 1];
             g.n -= 1;
             return true;
@@ -53,21 +64,22 @@ pub fn remove(start: usize) -> bool {
 /// Scans the registered regions.
 pub fn scan_regions(grey: &mut GreyStack) {
     let g = REGIONS.lock();
-    for &(s, e) in &g.r[..g.n] {
+    for &(s, len) in &g.r[..g.n] {
         // SAFETY: `add_roots`' contract: the region stays readable while registered.
-        unsafe { scan_range(s, e, grey) };
+        unsafe { scan_range(s, len, grey) };
     }
 }
 
 std::thread_local! {
-    /// The top (highest address) of this thread's stack, 0 until looked up.
-    static STACK_TOP: Cell<usize> = const { Cell::new(0) };
+    /// The top (just past the highest address) of this thread's stack, derived from the
+    /// stack's lowest address as `pthread_attr_getstack` gives it; null until looked up.
+    static STACK_TOP: Cell<*const u8> = const { Cell::new(ptr::null()) };
 }
 
-/// The top of the calling thread's stack (cached), or 0 if unknown.
-fn stack_top() -> usize {
+/// The top of the calling thread's stack (cached), or null if unknown.
+fn stack_top() -> *const u8 {
     let cached = STACK_TOP.with(|c| c.get());
-    if cached != 0 {
+    if !cached.is_null() {
         return cached;
     }
     // SAFETY: plain pthread queries on the calling thread with a zeroed attr that
@@ -75,16 +87,16 @@ fn stack_top() -> usize {
     let top = unsafe {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return 0;
+            return ptr::null();
         }
-        let mut addr: *mut libc::c_void = core::ptr::null_mut();
+        let mut addr: *mut libc::c_void = ptr::null_mut();
         let mut size: libc::size_t = 0;
         let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
         libc::pthread_attr_destroy(&mut attr);
-        if rc != 0 {
-            return 0;
+        if rc != 0 || addr.is_null() {
+            return ptr::null();
         }
-        addr as usize + size
+        addr.cast::<u8>().cast_const().wrapping_add(size)
     };
     STACK_TOP.with(|c| c.set(top));
     top
@@ -96,13 +108,14 @@ fn stack_top() -> usize {
 pub fn scan_own_stack(grey: &mut GreyStack) {
     let mut regs = [0usize; 12];
     spill_registers(&mut regs);
-    let here = regs.as_ptr() as usize;
+    let here = regs.as_ptr().cast::<u8>();
     let top = stack_top();
     // SAFETY: our own registers, just stored.
-    unsafe { scan_range(here, here + core::mem::size_of_val(&regs), grey) };
-    if top > here {
-        // SAFETY: from this frame up to the top of this thread's stack: live, readable stack.
-        unsafe { scan_range(here, top, grey) };
+    unsafe { scan_range(here, core::mem::size_of_val(&regs), grey) };
+    if top.addr() > here.addr() {
+        // SAFETY: from this frame up to the top of this thread's stack: live, readable stack,
+        // read through the stack's own pointer.
+        unsafe { scan_range(top.with_addr(here.addr()), top.addr() - here.addr(), grey) };
     }
     core::hint::black_box(&regs);
 }
@@ -155,27 +168,28 @@ fn excluded() -> [(usize, usize); 2] {
     ]
 }
 
-/// Scans `[s, e)` less the excluded ranges.
+/// Scans the `len` bytes at `s` less the excluded ranges.
 ///
 /// # Safety
-/// The range is readable.
-unsafe fn scan_except(s: usize, e: usize, grey: &mut GreyStack) {
+/// The range is readable through `s`.
+unsafe fn scan_except(s: *const u8, len: usize, grey: &mut GreyStack) {
     let mut ex = excluded();
     ex.sort_unstable();
-    let mut at = s;
+    let e = s.addr() + len;
+    let mut at = s.addr();
     for (xs, xe) in ex {
         if xe <= at || xs >= e {
             continue;
         }
         if xs > at {
-            // SAFETY: a sub-range of the readable range (precondition).
-            unsafe { scan_range(at, xs, grey) };
+            // SAFETY: a sub-range of the readable range (precondition), through `s`.
+            unsafe { scan_range(s.with_addr(at), xs - at, grey) };
         }
         at = at.max(xe);
     }
     if at < e {
         // SAFETY: as above.
-        unsafe { scan_range(at, e, grey) };
+        unsafe { scan_range(s.with_addr(at), e - at, grey) };
     }
 }
 
@@ -194,8 +208,11 @@ pub fn scan_statics(grey: &mut GreyStack) {
             for k in 0..(*info).dlpi_phnum as usize {
                 let ph = &*(*info).dlpi_phdr.add(k);
                 if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
-                    let s = base + ph.p_vaddr as usize;
-                    scan_except(s, s + ph.p_memsz as usize, grey);
+                    // The loader gives the segment as an address only: no pointer of ours
+                    // covers another object's data, so take the provenance the loader
+                    // exposed (explicitly, not through an `as` cast).
+                    let s = ptr::with_exposed_provenance::<u8>(base + ph.p_vaddr as usize);
+                    scan_except(s, ph.p_memsz as usize, grey);
                 }
             }
         }
