@@ -5,7 +5,8 @@
 # test binaries run on GoMalloc as their global allocator), the same again with the checking
 # mode (feature `checked`), the loom models, the C ABI (feature `c-abi`: its tests, and real
 # programs from Debian's packages under LD_PRELOAD, installed through apt), and the callgrind
-# count of the fast path when valgrind is present; with CI=true also the sanitizers (ASan, TSan, memcheck) and 60 s of fuzzing.
+# count of the fast path when valgrind is present; with CI=true also the sanitizers (ASan, TSan,
+# memcheck), Miri and 60 s of fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -60,12 +61,14 @@ if command -v valgrind >/dev/null 2>&1; then
   bash ci/fastpath.sh
 fi
 
-# CI (CI=true) also runs the sanitizers and a minute of fuzzing; both install their nightly
-# toolchain and tools themselves. About 20 more minutes on 2 cores from a fresh clone. By hand:
-# `CI=true bash ci/test.sh`, or the two scripts alone.
+# CI (CI=true) also runs the sanitizers, Miri and a minute of fuzzing; they install their
+# nightly toolchain and tools themselves. About 25 more minutes on 2 cores from a fresh clone.
+# By hand: `CI=true bash ci/test.sh`, or the three scripts alone.
 if [ "${CI:-}" = true ] || [ -n "${GOMALLOC_FULL_TESTS:-}" ]; then
   step "sanitizers: ASan, TSan, valgrind memcheck (ci/sanitizers.sh)"
   bash ci/sanitizers.sh 2>&1 | tee -a "$log"
+  step "Miri: unit tests and tests/miri_smoke (ci/miri.sh)"
+  bash ci/miri.sh 2>&1 | tee -a "$log"
   step "fuzzing: 60 s of the ops target (ci/fuzz.sh)"
   bash ci/fuzz.sh
 fi

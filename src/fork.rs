@@ -11,6 +11,9 @@
 //! above it). Locking all 16 shards' central lists would write about 435 pages of lock words
 //! on every fork, which the parent and the child then each copy on their next write to them.
 
+// Under Miri nothing is registered (see `install`): the handlers are built but unused.
+#![cfg_attr(miri, allow(dead_code, unused_imports))]
+
 use crate::sync::RawLock;
 use crate::{centrals_of, huge, mcache, scavenger, HEAPS};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,7 +23,13 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// How many shards `prepare` locked, so that `parent` and `child` release exactly those.
 static FORK_SHARDS: AtomicUsize = AtomicUsize::new(0);
 
+/// Registers the handlers once (called during the first thread cache's set-up). Not under
+/// Miri, which can neither fork nor register `pthread_atfork` handlers.
+#[cfg(miri)]
+pub fn install() {}
+
 /// Registers the handlers once (called during the first thread cache's set-up).
+#[cfg(not(miri))]
 pub fn install() {
     if !INSTALLED.swap(true, Ordering::AcqRel) {
         // SAFETY: the handlers are extern "C" functions that live forever.

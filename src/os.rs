@@ -8,8 +8,9 @@
 //! to the OS page; `release` only touches whole OS pages inside the range it is given, and the
 //! released pages read back as zero (MADV_DONTNEED on private anonymous memory).
 //!
-//! Under Miri (no madvise, no partial munmap) mappings come from `std::alloc::System` with the
-//! requested alignment, `release` zeroes instead of advising, and nothing is ever trimmed.
+//! Under Miri (no madvise, no partial munmap) mappings come from `std::alloc::System`, all
+//! aligned to 64 MiB (an arena; a bigger alignment is refused), `release` zeroes instead of
+//! advising, and nothing is ever trimmed.
 
 // A process-wide static, so always the std atomic (loom cannot model statics).
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -253,8 +254,12 @@ mod miri_impl {
     }
     /// # Safety
     /// `len` is non-zero.
-    pub unsafe fn map_aligned(len: usize, _align: usize) -> *mut u8 {
-        // SAFETY: forwarded precondition; MIRI_ALIGN covers every alignment we ask for.
+    pub unsafe fn map_aligned(len: usize, align: usize) -> *mut u8 {
+        if align > MIRI_ALIGN {
+            // Every mapping has the one alignment `unmap` can name again: refuse a bigger one.
+            return core::ptr::null_mut();
+        }
+        // SAFETY: forwarded precondition; MIRI_ALIGN covers the alignment asked for.
         unsafe { map(len) }
     }
     /// # Safety
