@@ -77,7 +77,7 @@ impl Line {
     }
 
     /// The text so far.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "gc"))]
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -101,6 +101,15 @@ impl Line {
             off += n as usize;
         }
     }
+}
+
+/// Prints `gomalloc: <what> <n>` (a warning: the process goes on).
+#[cfg(feature = "gc")]
+#[cold]
+pub fn warn(what: &str, n: usize) {
+    let mut l = Line::new();
+    l.str("gomalloc: ").str(what).str(" ").dec(n as u64);
+    l.emit();
 }
 
 /// Prints `gomalloc: <what> <addr> (class <size> B)` and aborts the process.

@@ -247,16 +247,30 @@ pub fn lock_ref() -> &'static dyn RawLock {
     &TABLE
 }
 
-/// Calls `f(start, len)` for every live huge block, holding the table lock (so none of them
-/// is unmapped meanwhile). `f` must not allocate huge blocks or free any.
+/// Runs `f` with the table lock held and a view of every live huge block: no huge block is
+/// mapped or unmapped until `f` returns (the collector stops the world inside `f`, so the lock
+/// is taken before any thread is stopped). `f` must not allocate or free huge blocks.
 #[cfg(feature = "gc")]
-pub fn for_each_block(mut f: impl FnMut(*mut u8, usize)) {
+pub fn with_blocks<R>(f: impl FnOnce(&Blocks<'_>) -> R) -> R {
     let t = TABLE.lock();
-    for i in 0..t.cap {
-        // SAFETY: i < cap, and the slots are initialised.
-        let e = unsafe { *t.slots.add(i) };
-        if e.addr() > TOMB {
-            f(e.ptr, e.len);
+    f(&Blocks(&t))
+}
+
+/// The live huge blocks, while the table lock is held (see [`with_blocks`]).
+#[cfg(feature = "gc")]
+pub struct Blocks<'a>(&'a Table);
+
+#[cfg(feature = "gc")]
+impl Blocks<'_> {
+    /// Calls `f(start, len)` for every live huge block.
+    pub fn each(&self, mut f: impl FnMut(*mut u8, usize)) {
+        let t = self.0;
+        for i in 0..t.cap {
+            // SAFETY: i < cap, and the slots are initialised.
+            let e = unsafe { *t.slots.add(i) };
+            if e.addr() > TOMB {
+                f(e.ptr, e.len);
+            }
         }
     }
 }

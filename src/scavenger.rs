@@ -33,6 +33,10 @@ const UNAVAILABLE: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(NOT_STARTED);
 /// 1 when there is work; the thread sleeps on it while 0.
 static WORK: AtomicU32 = AtomicU32::new(0);
+/// The thread's id while it runs (0 otherwise): the collector does not stop it (it blocks
+/// every signal and never holds a `Gc`).
+#[cfg(feature = "gc")]
+pub static TID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
 
 const TICK_MS: u64 = 250;
 
@@ -93,6 +97,9 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: blocking every signal on this thread keeps the program's signals going to its
     // own threads; naming the thread helps `top -H` readers. Both only touch this thread.
     unsafe {
+        // Published before signals are blocked (the collector's `stw::is_exempt`).
+        #[cfg(feature = "gc")]
+        TID.store(libc::syscall(libc::SYS_gettid) as i32, Ordering::Release);
         let mut all: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
@@ -102,6 +109,12 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         if WORK.swap(0, Ordering::SeqCst) == 0 {
             wait_for_work(IDLE_EXIT_MS);
             if WORK.swap(0, Ordering::SeqCst) == 0 && retire() {
+                #[cfg(feature = "gc")]
+                {
+                    // SAFETY: a system call without memory effects.
+                    let me = unsafe { libc::syscall(libc::SYS_gettid) as i32 };
+                    let _ = TID.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
+                }
                 return core::ptr::null_mut();
             }
         }

@@ -57,6 +57,37 @@ pub struct MemStats {
     pub other_sys: u64,
     /// Per size class; index is the class, index 0 unused (large objects).
     pub by_size: [BySize; NUM_CLASSES],
+    /// The collector (feature `gc`; all 0 without it): completed cycles, those started by
+    /// `gc::collect()`, total and last 256 stop-the-world pauses (`pause_ns[(num_gc + 255) %
+    /// 256]` is the latest), the GC heap size that starts the next cycle, when the last cycle
+    /// ended (Unix ns) and the share of CPU time spent collecting (Go's fields of the same
+    /// names). The GC heap's objects are not in the counts above (`alloc`, `mallocs`, ...,
+    /// `by_size`), which are the allocator's; its spans are in `heap_inuse` and `heap_sys`.
+    pub num_gc: u64,
+    pub num_forced_gc: u64,
+    pub pause_total_ns: u64,
+    pub pause_ns: [u64; 256],
+    pub next_gc: u64,
+    pub last_gc: u64,
+    pub gc_cpu_fraction: f64,
+}
+
+/// Bytes gomalloc holds from the OS and has not released (Go's "total memory" for the memory
+/// limit: `sys - heap_released`), read without the per-thread counters.
+#[cfg(feature = "gc")]
+pub fn footprint() -> u64 {
+    let heap = active_heaps()
+        .iter()
+        .map(|h| h.stats())
+        .fold(crate::mheap::HeapStats::default(), |a, b| a + b);
+    let (_, mcache_sys) = mcache::node_stats();
+    let sys = heap.sys as u64
+        + huge::MAPPED.load(Ordering::Relaxed)
+        + heap.span_sys as u64
+        + mcache_sys as u64
+        + heap.meta_sys as u64
+        + huge::TABLE_SYS.load(Ordering::Relaxed);
+    sys.saturating_sub(heap.released as u64)
 }
 
 /// Reads the statistics now (Go's `runtime.ReadMemStats`, without stopping anything).
@@ -93,7 +124,8 @@ pub fn read() -> MemStats {
     let mspan_sys = heap.span_sys as u64;
     let other_sys = heap.meta_sys as u64 + huge::TABLE_SYS.load(Ordering::Relaxed);
     let (mcache_inuse, mcache_sys) = mcache::node_stats();
-    MemStats {
+    #[allow(unused_mut)]
+    let mut m = MemStats {
         alloc: heap_alloc,
         total_alloc: total_alloc + la,
         sys: heap_sys + mspan_sys + mcache_sys as u64 + other_sys,
@@ -111,7 +143,26 @@ pub fn read() -> MemStats {
         mcache_sys: mcache_sys as u64,
         other_sys,
         by_size,
+        num_gc: 0,
+        num_forced_gc: 0,
+        pause_total_ns: 0,
+        pause_ns: [0; 256],
+        next_gc: 0,
+        last_gc: 0,
+        gc_cpu_fraction: 0.0,
+    };
+    #[cfg(all(feature = "gc", not(loom)))]
+    {
+        let g = crate::gc::stats();
+        m.num_gc = g.num_gc;
+        m.num_forced_gc = g.num_forced_gc;
+        m.pause_total_ns = g.pause_total_ns;
+        m.pause_ns = g.pause_ns;
+        m.next_gc = g.next_gc as u64;
+        m.last_gc = g.last_gc;
+        m.gc_cpu_fraction = g.gc_cpu_fraction;
     }
+    m
 }
 
 fn mib(b: u64) -> f64 {
@@ -167,6 +218,12 @@ impl fmt::Display for MemStats {
         writeln!(f, "# MCacheInuse = {}", self.mcache_inuse)?;
         writeln!(f, "# MCacheSys = {}", self.mcache_sys)?;
         writeln!(f, "# OtherSys = {}", self.other_sys)?;
+        writeln!(f, "# NextGC = {}", self.next_gc)?;
+        writeln!(f, "# LastGC = {}", self.last_gc)?;
+        writeln!(f, "# PauseTotalNs = {}", self.pause_total_ns)?;
+        writeln!(f, "# NumGC = {}", self.num_gc)?;
+        writeln!(f, "# NumForcedGC = {}", self.num_forced_gc)?;
+        writeln!(f, "# GCCPUFraction = {}", self.gc_cpu_fraction)?;
         write!(f, "# BySize (size: mallocs/frees, classes with traffic) =")?;
         for b in self.by_size.iter().skip(1).filter(|b| b.mallocs > 0) {
             write!(f, " {}: {}/{}", b.size, b.mallocs, b.frees)?;

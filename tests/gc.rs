@@ -1,12 +1,15 @@
-//! The collector (feature `gc`) at this stage: stop-the-world mark-sweep on one thread with
-//! conservative roots. One #[test] runs the parts in order, because cycles run only while a
-//! single thread uses the GC heap (libtest would run several tests' threads at once).
+//! The collector (feature `gc`): stop-the-world mark-sweep with conservative roots, every
+//! thread stopped by a signal. One #[test] runs the parts in order, because several parts
+//! count the GC heap's live objects, which parts running at once would disturb.
 #![cfg(feature = "gc")]
 
 use gomalloc::gc::{self, Gc};
 use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[global_allocator]
 static A: gomalloc::GoMalloc = gomalloc::GoMalloc;
@@ -327,30 +330,324 @@ fn pacing() {
     );
 }
 
-/// With a second thread using the GC heap, cycles are skipped (this stage) and counted.
-fn second_thread_skips_cycles() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (tx2, rx2) = std::sync::mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        let n = node(9);
-        tx.send(()).unwrap();
-        rx2.recv().unwrap();
-        assert_eq!(n.id, 9);
+/// A node that threads share: its edges are atomics (so `Gc<SNode>` is `Send` and `Sync`).
+struct SNode {
+    id: u64,
+    check: u64,
+    edges: [AtomicPtr<SNode>; 2],
+}
+
+fn snode(id: u64) -> Gc<SNode> {
+    Gc::new(SNode {
+        id,
+        check: check_of(id),
+        edges: [
+            AtomicPtr::new(ptr::null_mut()),
+            AtomicPtr::new(ptr::null_mut()),
+        ],
+    })
+}
+
+fn edge(n: &SNode, e: usize) -> Option<Gc<SNode>> {
+    let p = n.edges[e].load(Ordering::Acquire);
+    // SAFETY: edges only ever hold addresses of objects reachable through `n`.
+    (!p.is_null()).then(|| unsafe { Gc::from_raw(p) })
+}
+
+fn set_edge(n: &SNode, e: usize, to: Option<Gc<SNode>>) {
+    let p = to.map_or(ptr::null_mut(), |g| Gc::as_ptr(g).cast_mut());
+    n.edges[e].store(p, Ordering::Release);
+}
+
+/// A chain of `len` nodes with ids `first..first + len`.
+fn chain(first: u64, len: u64) -> Gc<SNode> {
+    let head = snode(first);
+    let mut tail = head;
+    for i in 1..len {
+        let n = snode(first + i);
+        set_edge(&tail, 0, Some(n));
+        tail = n;
+    }
+    head
+}
+
+fn check_chain(head: Gc<SNode>, first: u64, len: u64, what: &str) {
+    let mut at = Some(head);
+    for i in 0..len {
+        let n = at.unwrap_or_else(|| panic!("{what}: chain cut at {i}"));
+        assert_eq!(n.id, first + i, "{what}: node {i} reused");
+        assert_eq!(n.check, check_of(first + i), "{what}: node {i} overwritten");
+        at = edge(&n, 0);
+    }
+    assert!(at.is_none(), "{what}: chain too long");
+}
+
+/// Chains handed between threads: (first id, head).
+type Mailbox = Mutex<Vec<(u64, Gc<SNode>)>>;
+
+/// Threads mutate their own graphs against shadow models and hand chains to each other,
+/// while every one of them starts collections (by `collect()` and by allocating).
+fn threads_mutate_and_share_against_shadow_models() {
+    const THREADS: u64 = 4;
+    const ROOTS: usize = 32;
+    let mailbox: Arc<Mailbox> = Arc::new(Mutex::new(Vec::new()));
+    scrub_stack();
+    gc::collect();
+    let base = live_objects();
+    let n0 = gc::stats().num_gc;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let mailbox = Arc::clone(&mailbox);
+            std::thread::spawn(move || {
+                let mut rng =
+                    0x9E37_79B9_7F4A_7C15u64 ^ (t + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                let mut next = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                // Roots on this thread's stack (an array, not malloc'd memory).
+                let mut roots: [Option<Gc<SNode>>; ROOTS] = [None; ROOTS];
+                let mut root_ids: [Option<usize>; ROOTS] = [None; ROOTS];
+                let mut shadow: Vec<[Option<usize>; 2]> = Vec::new();
+                let id_base = (t + 1) << 40;
+                // A chain taken from another thread, kept only on this stack.
+                let mut held: Option<(u64, Gc<SNode>)> = None;
+                for round in 0..40u64 {
+                    for _ in 0..1500 {
+                        let r = next() % 100;
+                        let slot = (next() % ROOTS as u64) as usize;
+                        if r < 45 || root_ids[slot].is_none() {
+                            let id = shadow.len();
+                            let n = snode(id_base + id as u64);
+                            shadow.push([None; 2]);
+                            if let (Some(from), Some(fid)) = (roots[slot], root_ids[slot]) {
+                                let e = (next() % 2) as usize;
+                                set_edge(&from, e, Some(n));
+                                shadow[fid][e] = Some(id);
+                            } else {
+                                roots[slot] = Some(n);
+                                root_ids[slot] = Some(id);
+                            }
+                        } else if r < 75 {
+                            let other = (next() % ROOTS as u64) as usize;
+                            let e = (next() % 2) as usize;
+                            let (c, cid) = match (roots[other], root_ids[other]) {
+                                (Some(o), Some(oid)) => (edge(&o, e), shadow[oid][e]),
+                                _ => (None, None),
+                            };
+                            roots[slot] = c;
+                            root_ids[slot] = cid;
+                        } else if r < 92 {
+                            if let (Some(o), Some(oid)) = (roots[slot], root_ids[slot]) {
+                                let e = (next() % 2) as usize;
+                                set_edge(&o, e, None);
+                                shadow[oid][e] = None;
+                            }
+                        } else {
+                            roots[slot] = None;
+                            root_ids[slot] = None;
+                        }
+                    }
+                    // Hand a chain over, take one (kept on the stack across collections).
+                    let first = id_base + (1 << 32) + round * 100;
+                    mailbox.lock().unwrap().push((first, chain(first, 50)));
+                    if let Some((f, h)) = held.take() {
+                        check_chain(h, f, 50, "held chain");
+                    }
+                    held = mailbox.lock().unwrap().pop();
+                    if round % 3 == t % 3 {
+                        gc::collect();
+                    }
+                    // Every reachable object of the shadow model is intact.
+                    let mut seen = vec![false; shadow.len()];
+                    let mut stack: Vec<(usize, Gc<SNode>)> = roots
+                        .iter()
+                        .zip(root_ids.iter())
+                        .filter_map(|(r, i)| Some(((*i)?, (*r)?)))
+                        .collect();
+                    while let Some((i, n)) = stack.pop() {
+                        if seen[i] {
+                            continue;
+                        }
+                        seen[i] = true;
+                        assert_eq!(
+                            n.id,
+                            id_base + i as u64,
+                            "thread {t} round {round}: object {i} reused"
+                        );
+                        assert_eq!(
+                            n.check,
+                            check_of(id_base + i as u64),
+                            "thread {t} round {round}: object {i} overwritten"
+                        );
+                        for (e, want) in shadow[i].iter().enumerate() {
+                            match (edge(&n, e), want) {
+                                (Some(c), Some(w)) => stack.push((*w, c)),
+                                (None, None) => {}
+                                _ => panic!("thread {t} round {round}: edge {e} of {i} changed"),
+                            }
+                        }
+                    }
+                }
+                if let Some((f, h)) = held {
+                    check_chain(h, f, 50, "last held chain");
+                }
+                black_box(&roots);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // Chains left in the mailbox are intact too (malloc'd memory kept them).
+    for &(f, h) in mailbox.lock().unwrap().iter() {
+        check_chain(h, f, 50, "mailbox chain");
+    }
+    let s = gc::stats();
+    assert!(s.num_gc >= n0 + 40, "too few cycles: {}", s.num_gc - n0);
+    drop(mailbox);
+    scrub_stack();
+    gc::collect();
+    gc::collect();
+    let left = live_objects().saturating_sub(base);
+    // Everything the threads made is garbage now, but for bounded false retention.
+    assert!(left <= 2_000, "{left} objects of exited threads kept");
+}
+
+/// A thread blocked in a system call and one spinning without calling into the collector
+/// are stopped, and the objects only their stacks hold survive.
+fn blocked_and_spinning_threads_are_stopped() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let ready2 = ready_tx.clone();
+    let blocked = std::thread::spawn(move || {
+        let keep = chain(7 << 40, 100);
+        ready_tx.send(()).unwrap();
+        rx.recv().unwrap(); // blocks in futex(2) until the end of the part
+        check_chain(keep, 7 << 40, 100, "blocked thread's chain");
     });
-    rx.recv().unwrap();
-    let s0 = gc::stats();
+    let s2 = Arc::clone(&stop);
+    let spinning = std::thread::spawn(move || {
+        let keep = chain(8 << 40, 100);
+        ready2.send(()).unwrap();
+        let mut spins = 0u64;
+        while !s2.load(Ordering::Relaxed) {
+            spins = black_box(spins + 1);
+        }
+        check_chain(keep, 8 << 40, 100, "spinning thread's chain");
+    });
+    ready_rx.recv().unwrap();
+    ready_rx.recv().unwrap();
+    for _ in 0..5 {
+        make_garbage(20_000);
+        scrub_stack();
+        gc::collect();
+        assert!(
+            gc::stats().last_stopped_threads >= 2,
+            "only {} threads stopped",
+            gc::stats().last_stopped_threads
+        );
+    }
+    tx.send(()).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    blocked.join().unwrap();
+    spinning.join().unwrap();
+}
+
+/// The timer thread forces a cycle when none ran for the force period (2 minutes by default).
+fn periodic_cycle() {
+    let n0 = gc::stats().num_gc;
+    gc::set_force_period(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(400));
+    let n1 = gc::stats().num_gc;
+    gc::set_force_period(Duration::from_secs(120));
+    assert!(n1 >= n0 + 2, "{} periodic cycles in 400 ms", n1 - n0);
+    assert_eq!(gc::stats().num_forced_gc, gomalloc::stats().num_forced_gc);
+}
+
+/// The soft memory limit starts cycles with GOGC off and keeps the GC heap under it.
+fn memory_limit() {
+    scrub_stack();
     gc::collect();
-    let s1 = gc::stats();
-    assert_eq!(s1.num_skipped, s0.num_skipped + 1);
-    assert_eq!(s1.num_gc, s0.num_gc);
-    tx2.send(()).unwrap();
-    t.join().unwrap();
-    gc::collect();
-    assert_eq!(
-        gc::stats().num_gc,
-        s1.num_gc + 1,
-        "the cycle still skipped after the thread exited"
+    let old_gogc = gc::set_gc_percent(-1);
+    let footprint = {
+        let m = gomalloc::stats();
+        m.sys - m.heap_released
+    };
+    let limit = footprint as i64 + (8 << 20);
+    assert_eq!(gc::set_memory_limit(limit), i64::MAX);
+    let n0 = gc::stats().num_gc;
+    let mut max_live = 0;
+    for _ in 0..30 {
+        make_garbage(20_000); // 1 MB each
+        max_live = max_live.max(gc::stats().heap_live);
+    }
+    assert!(gc::stats().num_gc > n0, "no cycle under the memory limit");
+    assert!(
+        max_live <= 9 << 20,
+        "GC heap reached {max_live} under an 8 MiB margin"
     );
+    assert_eq!(gc::set_memory_limit(i64::MAX), limit);
+    gc::set_gc_percent(old_gogc);
+}
+
+/// fork() while other threads allocate GC objects: the child collects and allocates.
+fn fork_while_threads_allocate() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    black_box(chain(9 << 40, 20));
+                }
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        // SAFETY: the child only uses the collector and async-signal-safe calls, then _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let c = chain(10 << 40, 100);
+            gc::collect();
+            let ok = c.id == 10 << 40;
+            // SAFETY: ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+/// MemStats carries the collector's fields.
+fn memstats_has_gc_fields() {
+    gc::collect();
+    let g = gc::stats();
+    let m = gomalloc::stats();
+    assert!(m.num_gc >= g.num_gc && m.num_gc > 0);
+    let last = m.pause_ns[((m.num_gc + 255) % 256) as usize];
+    assert!(last > 0 && last <= m.pause_total_ns);
+    assert!(
+        m.last_gc > 1_600_000_000_000_000_000,
+        "LastGC {} is not Unix time",
+        m.last_gc
+    );
+    assert!(m.gc_cpu_fraction > 0.0 && m.gc_cpu_fraction < 1.0);
+    assert_eq!(m.next_gc, g.next_gc as u64);
+    assert!(format!("{m}").contains("# NumGC = "));
 }
 
 #[test]
@@ -361,5 +658,10 @@ fn collector() {
     regions_and_interior_pointers();
     statics_are_roots();
     pacing();
-    second_thread_skips_cycles();
+    threads_mutate_and_share_against_shadow_models();
+    blocked_and_spinning_threads_are_stopped();
+    periodic_cycle();
+    memory_limit();
+    fork_while_threads_allocate();
+    memstats_has_gc_fields();
 }

@@ -10,47 +10,61 @@
 //! assert_eq!(b.next.unwrap().value, 1); // reachable from `b`, which is on the stack
 //! ```
 //!
-//! Owns: the cycle (roots -> mark -> sweep), the pacer state (GOGC, goal), the registry of
-//! threads that use the GC heap, and the statistics of cycles. `heap` owns the GC spans and
-//! bitmaps, `mark` the grey stack and the scan, `roots` the root regions.
+//! Owns: the cycle (stop the world -> roots -> mark -> resume -> sweep), the pacer state
+//! (GOGC, the memory limit, the goal), the timer thread that forces a cycle when none ran for
+//! two minutes, the fork handlers of the collector's locks, and the statistics of cycles.
+//! `heap` owns the GC spans and bitmaps, `mark` the grey stack and the scan, `roots` the root
+//! regions, `stw` the stopping of threads.
 //!
-//! What a cycle does, in order, holding `GC_HEAP`'s lock throughout (allocation waits):
-//! 1. roots: the calling thread's registers and stack, the registered regions, the program's
-//!    static data, and (unless turned off with [`set_scan_malloc`]) every block of the
-//!    ordinary heap — in-use spans of the allocator and huge blocks — since a `Gc` kept in a
-//!    `Vec` or a `Box` lives in memory the collector does not own;
-//! 2. mark: each word that points into an allocated GC object (interior pointers too) marks it
-//!    grey; grey objects are scanned until none is left (noscan objects are never scanned);
-//! 3. sweep: every unmarked object is freed; empty spans go back to the page heap.
+//! What a cycle does, in order, holding `GC_HEAP`'s lock throughout (GC allocation waits):
+//! 1. take, before stopping anything, every lock the stopped-world part needs: the region
+//!    table, the huge-block table, and the list of loaded segments (`dl_iterate_phdr`);
+//! 2. stop the world (`stw`): every other thread waits in a signal handler, wherever it was,
+//!    system calls and busy loops included;
+//! 3. roots: the registers and stacks of every thread (the collector's own and the stopped
+//!    ones'), the registered regions, the program's static data, and (unless turned off with
+//!    [`set_scan_malloc`]) every block of the ordinary heap — in-use spans of the allocator
+//!    and huge blocks — since a `Gc` kept in a `Vec` or a `Box` lives in memory the collector
+//!    does not own;
+//! 4. mark: each word that points into an allocated GC object (interior pointers too) marks
+//!    it grey; grey objects are scanned until none is left (noscan objects are never scanned);
+//! 5. resume the world: the pause is steps 2 to 5;
+//! 6. sweep, while the other threads run: every unmarked object is freed; empty spans go back
+//!    to the page heap. No GC object can be allocated meanwhile (the lock is held), and marks
+//!    only grow during a cycle, so the sweep frees exactly what the mark left unreached.
 //!
 //! Rules for users:
-//! - A `Gc<T>` is found only where the collector looks: the stack, registers, statics,
+//! - A `Gc<T>` is found only where the collector looks: thread stacks and registers, statics,
 //!   registered regions, GC objects, and (by default) malloc'd memory. Hiding a pointer (xor,
 //!   tagging beyond the object, writing it to a file) lets its object be freed.
 //! - `T` must not need `Drop`: the collector frees objects without running destructors (Go
 //!   has none either), so a type with one is refused at compile time; wrap it in
 //!   `ManuallyDrop` to say that leaking its resources is intended. No destructor can ever
 //!   observe a freed object.
-//! - Stage of this module: collection is stop-the-world on the calling thread, and runs only
-//!   while one thread has used the GC heap (`Gc` is neither `Send` nor `Sync` yet, so no
-//!   other thread can hold one); with more, cycles are skipped and counted. Concurrent mark,
-//!   the write barrier, signal-based stopping of other threads and the 2-minute forced cycle
-//!   are the next stages (issue 6).
+//! - `Gc<T>` is `Send` and `Sync` when `T: Sync`: any thread may hold one, and every thread
+//!   is stopped and scanned, whether or not it ever called into the collector.
+//! - The collector uses `SIGPWR` to stop threads: a program must not take that signal over,
+//!   and a thread that blocks it must hold no `Gc` (see `stw`). System calls interrupted by it
+//!   restart (`SA_RESTART`), apart from those Linux never restarts (`nanosleep` returns the
+//!   time left, `epoll_wait` returns `EINTR`, ...), which Rust's standard library retries.
+//! - Stage of this module: the mark stops the world for its whole length (concurrent mark
+//!   with a write barrier is the next stage, issue 6); the sweep runs concurrently.
 //!
-//! Locks: `GC_HEAP` (gc::heap), then the page heap's lock for new or freed spans, `huge`'s
-//! table lock while huge blocks are scanned, `roots::REGIONS` while regions are scanned.
+//! Locks, in order: `GC_HEAP` (gc::heap), then `roots`' region and segment tables and `huge`'s
+//! table (all taken before the world stops and released after it resumes), then the page
+//! heap's lock for freed spans during the sweep. `STATS` is taken alone.
 
 pub mod heap;
 mod mark;
 mod roots;
+mod stw;
 
 use crate::sync::Mutex;
 use core::alloc::Layout;
-use core::cell::Cell;
 use core::marker::PhantomData;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use heap::GC_HEAP;
 use mark::GreyStack;
 
@@ -58,9 +72,16 @@ use mark::GreyStack;
 /// once nothing it scans points to it.
 pub struct Gc<T> {
     ptr: NonNull<T>,
-    /// Not `Send`/`Sync` at this stage (see the module docs).
-    _not_send: PhantomData<*const T>,
+    /// Behaves as a shared reference to `T` for auto traits (`Send`/`Sync` below).
+    _marker: PhantomData<*const T>,
 }
+
+// SAFETY: a `Gc<T>` hands out `&T` on whichever thread holds it, exactly like `&T`, which is
+// `Send` and `Sync` when `T: Sync`. The collector stops and scans every thread, so a `Gc` held
+// by any thread keeps its object alive.
+unsafe impl<T: Sync> Send for Gc<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for Gc<T> {}
 
 impl<T> Clone for Gc<T> {
     fn clone(&self) -> Self {
@@ -119,13 +140,27 @@ impl<T> Gc<T> {
         core::hint::black_box(ptr);
         Gc {
             ptr,
-            _not_send: PhantomData,
+            _marker: PhantomData,
         }
     }
 
     /// The object's address.
     pub fn as_ptr(this: Gc<T>) -> *const T {
         this.ptr.as_ptr()
+    }
+
+    /// The `Gc` for an object's address, as [`Gc::as_ptr`] gave it (for runtimes that keep
+    /// addresses in their own words, such as tagged values).
+    ///
+    /// # Safety
+    /// `ptr` came from `Gc::<T>::as_ptr` of an object that is still reachable (so still
+    /// allocated) at this call.
+    pub unsafe fn from_raw(ptr: *const T) -> Gc<T> {
+        Gc {
+            // SAFETY: a live object's address is never null (precondition).
+            ptr: unsafe { NonNull::new_unchecked(ptr.cast_mut()) },
+            _marker: PhantomData,
+        }
     }
 
     /// Whether two `Gc`s point at the same object.
@@ -137,8 +172,7 @@ impl<T> Gc<T> {
 /// Zeroed GC memory for `layout`, scanned conservatively; null if the OS refuses memory or
 /// the alignment is above 8 KiB. For language runtimes that manage object layout themselves.
 ///
-/// The memory is collected once no scanned word points into it; it must only be used on the
-/// thread that allocated it at this stage (see the module docs).
+/// The memory is collected once no scanned word points into it.
 pub fn alloc(layout: Layout) -> *mut u8 {
     alloc_object(layout, false)
 }
@@ -158,7 +192,7 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
     } else {
         layout.size()
     };
-    register_thread();
+    started();
     maybe_collect();
     GC_HEAP.lock().alloc(size, noscan)
 }
@@ -185,11 +219,14 @@ pub unsafe fn remove_roots(start: *const u8) {
 
 /// GOGC: -1 = off. Read from `GOMALLOC_GOGC` (a number, or "off") at the first GC call.
 static GOGC: AtomicI64 = AtomicI64::new(i64::MIN);
+/// The soft memory limit in bytes (`i64::MAX`: none). Read from `GOMALLOC_MEMLIMIT` (bytes,
+/// with an optional `KiB`/`MiB`/`GiB`/`TiB` suffix, or "off") at the first GC call.
+static MEMORY_LIMIT: AtomicI64 = AtomicI64::new(i64::MIN);
 /// The heap size (bytes of live GC objects) that starts the next cycle.
 static NEXT_GC: AtomicUsize = AtomicUsize::new(HEAP_MINIMUM);
 /// Whether malloc'd memory is scanned as roots.
 static SCAN_MALLOC: AtomicBool = AtomicBool::new(true);
-/// Go's minimum goal: no cycle before the GC heap holds 4 MiB.
+/// Go's minimum goal: no cycle before the GC heap holds 4 MiB (GOGC permitting).
 const HEAP_MINIMUM: usize = 4 << 20;
 
 fn gogc() -> i64 {
@@ -200,10 +237,23 @@ fn gogc() -> i64 {
     let parsed = match crate::os::env(c"GOMALLOC_GOGC") {
         None => 100,
         Some(b"off") => -1,
-        Some(s) => parse_i64(s).unwrap_or(100),
+        Some(s) => parse_i64(s).unwrap_or(100).max(-1),
     };
     let _ = GOGC.compare_exchange(i64::MIN, parsed, Ordering::Relaxed, Ordering::Relaxed);
     GOGC.load(Ordering::Relaxed)
+}
+
+fn memory_limit() -> i64 {
+    let m = MEMORY_LIMIT.load(Ordering::Relaxed);
+    if m != i64::MIN {
+        return m;
+    }
+    let parsed = match crate::os::env(c"GOMALLOC_MEMLIMIT") {
+        None | Some(b"off") => i64::MAX,
+        Some(s) => parse_bytes(s).unwrap_or(i64::MAX),
+    };
+    let _ = MEMORY_LIMIT.compare_exchange(i64::MIN, parsed, Ordering::Relaxed, Ordering::Relaxed);
+    MEMORY_LIMIT.load(Ordering::Relaxed)
 }
 
 fn parse_i64(s: &[u8]) -> Option<i64> {
@@ -211,7 +261,7 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
         Some(b'-') => (true, &s[1..]),
         _ => (false, s),
     };
-    if digits.is_empty() || digits.len() > 12 {
+    if digits.is_empty() || digits.len() > 18 {
         return None;
     }
     let mut n: i64 = 0;
@@ -224,14 +274,47 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
+/// A byte count as Go's GOMEMLIMIT writes it: digits and an optional unit (`B`, `KiB`, `MiB`,
+/// `GiB`, `TiB`).
+fn parse_bytes(s: &[u8]) -> Option<i64> {
+    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    let n = parse_i64(&s[..digits])?;
+    let shift = match &s[digits..] {
+        b"" | b"B" => 0,
+        b"KiB" => 10,
+        b"MiB" => 20,
+        b"GiB" => 30,
+        b"TiB" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
 /// Sets GOGC (debug.SetGCPercent) and returns the previous value; negative turns automatic
-/// collection off.
+/// collection off (the memory limit, if set, still starts cycles).
 pub fn set_gc_percent(percent: i32) -> i32 {
     let old = gogc();
     GOGC.store(i64::from(percent.max(-1)), Ordering::Relaxed);
     let live = GC_HEAP.lock().stats.live;
     NEXT_GC.store(goal(live), Ordering::Relaxed);
     old as i32
+}
+
+/// Sets the soft memory limit (debug.SetMemoryLimit) and returns the previous one; a negative
+/// value only reads it. `i64::MAX` (the default) means no limit.
+///
+/// The limit counts all memory gomalloc holds from the OS and has not released (the ordinary
+/// heap, the GC heap and metadata). While the GC heap's goal would take that over the limit,
+/// the goal is lowered to fit, but never below the live GC heap plus 1/16 (and 1 MiB), so a
+/// limit the live data alone exceeds makes cycles frequent, not endless.
+pub fn set_memory_limit(limit: i64) -> i64 {
+    let old = memory_limit();
+    if limit >= 0 {
+        MEMORY_LIMIT.store(limit, Ordering::Relaxed);
+        let live = GC_HEAP.lock().stats.live;
+        NEXT_GC.store(goal(live), Ordering::Relaxed);
+    }
+    old
 }
 
 /// Whether cycles scan malloc'd memory (the default) for `Gc` pointers. Turn it off only if no
@@ -244,157 +327,424 @@ pub unsafe fn set_scan_malloc(on: bool) {
     SCAN_MALLOC.store(on, Ordering::Relaxed);
 }
 
-/// The next goal: live * (1 + GOGC/100), at least 4 MiB; `usize::MAX` when GOGC is off.
+/// The next goal for a live GC heap of `live` bytes: live * (1 + GOGC/100), at least 4 MiB
+/// (`usize::MAX` when GOGC is off), lowered to fit the memory limit.
 fn goal(live: usize) -> usize {
     let g = gogc();
-    if g < 0 {
-        return usize::MAX;
+    let by_gogc = if g < 0 {
+        usize::MAX
+    } else {
+        let grow = (live as u128 * g as u128 / 100).min(usize::MAX as u128) as usize;
+        live.saturating_add(grow).max(HEAP_MINIMUM)
+    };
+    let limit = memory_limit();
+    if limit == i64::MAX {
+        return by_gogc;
     }
-    let grow = (live as u128 * g as u128 / 100).min(usize::MAX as u128) as usize;
-    live.saturating_add(grow).max(HEAP_MINIMUM)
+    let gc_spans = GC_HEAP_SPANS.load(Ordering::Relaxed);
+    let others = crate::stats::footprint().saturating_sub(gc_spans as u64) as usize;
+    let room = (limit.max(0) as usize).saturating_sub(others);
+    let floor = live + live / 16 + (1 << 20);
+    by_gogc.min(room.max(floor))
 }
+
+/// Bytes of GC spans at the end of the last cycle (for the memory limit).
+static GC_HEAP_SPANS: AtomicUsize = AtomicUsize::new(0);
 
 fn maybe_collect() {
-    if GC_HEAP.lock().stats.live >= NEXT_GC.load(Ordering::Relaxed) && gogc() >= 0 {
-        cycle(false);
+    if GC_HEAP.lock().stats.live >= NEXT_GC.load(Ordering::Relaxed) && !off() {
+        cycle(Trigger::Heap);
     }
 }
 
-// ---- threads -----------------------------------------------------------------------------
+/// Automatic collection is off: GOGC off and no memory limit.
+fn off() -> bool {
+    gogc() < 0 && memory_limit() == i64::MAX
+}
 
-/// Threads that have used the GC heap and not exited.
-static THREADS: AtomicUsize = AtomicUsize::new(0);
+// ---- start-up, the timer thread, fork ------------------------------------------------------
 
-struct Registration;
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// When the first GC call was made (monotonic ns).
+static START_NS: AtomicU64 = AtomicU64::new(0);
+/// When the last cycle ended (monotonic ns), for the two-minute forced cycle.
+static LAST_GC_NS: AtomicU64 = AtomicU64::new(0);
+/// A cycle is forced when none ran for this long (Go's `forcegcperiod`, 2 minutes).
+static FORCE_PERIOD_NS: AtomicU64 = AtomicU64::new(120_000_000_000);
+/// The timer thread's futex word (bumped to wake it) and whether it runs.
+static TIMER_WAKE: AtomicU32 = AtomicU32::new(0);
+static TIMER_RUNNING: AtomicBool = AtomicBool::new(false);
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        THREADS.fetch_sub(1, Ordering::AcqRel);
+/// Called by every GC entry point: the first call records the start time, installs the fork
+/// handlers and starts the timer thread.
+#[inline]
+fn started() {
+    if !STARTED.load(Ordering::Acquire) {
+        start();
     }
 }
 
-std::thread_local! {
-    static REGISTERED: Cell<bool> = const { Cell::new(false) };
-    static REGISTRATION: Registration = const { Registration };
+#[cold]
+fn start() {
+    if STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let now = crate::os::now_ns();
+    START_NS.store(now, Ordering::Relaxed);
+    LAST_GC_NS.store(now, Ordering::Relaxed);
+    // The allocator's handlers first, so that ours (registered later) take the collector's
+    // locks before the allocator's: the lock order (gc -> heap).
+    crate::fork::install();
+    // SAFETY: the handlers are extern "C" functions that live forever.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    start_timer();
 }
 
-fn register_thread() {
-    if !REGISTERED.with(|r| r.replace(true)) {
-        let _ = START_NS.compare_exchange(
-            0,
-            crate::os::now_ns() as usize,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
+fn start_timer() {
+    if TIMER_RUNNING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: a detached thread running `timer`, created without the global allocator; `attr`
+    // is initialised, used and destroyed here.
+    let ok = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
+        let mut tid: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut tid, &attr, timer, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        rc == 0
+    };
+    if !ok {
+        TIMER_RUNNING.store(false, Ordering::Release);
+    }
+}
+
+/// The timer thread (Go's forcegc helper): runs a cycle when none ran for the force period
+/// and the GC heap has objects. It blocks every signal (the program's signals go to its own
+/// threads) and is never stopped by a collection (it holds no `Gc`).
+extern "C" fn timer(_: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: tid, signal mask and name of this thread only. The tid is published before
+    // signals are blocked (see `stw::is_exempt`).
+    unsafe {
+        stw::EXEMPT[0].store(libc::syscall(libc::SYS_gettid) as i32, Ordering::Release);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
+        libc::prctl(libc::PR_SET_NAME, c"gomalloc-gc".as_ptr());
+    }
+    loop {
+        let period = FORCE_PERIOD_NS.load(Ordering::Relaxed);
+        let since = crate::os::now_ns().saturating_sub(LAST_GC_NS.load(Ordering::Relaxed));
+        if since >= period {
+            if GC_HEAP.lock().stats.nmalloc > 0 {
+                cycle(Trigger::Periodic);
+            }
+            // Whether or not a cycle ran, wait a whole period from now.
+            LAST_GC_NS.fetch_max(crate::os::now_ns(), Ordering::Relaxed);
+            continue;
+        }
+        let wait = period - since;
+        let ts = libc::timespec {
+            tv_sec: (wait / 1_000_000_000) as libc::time_t,
+            tv_nsec: (wait % 1_000_000_000) as _,
+        };
+        let seen = TIMER_WAKE.load(Ordering::Acquire);
+        // SAFETY: a timed futex wait on our own word; returns on timeout, wake or change.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                TIMER_WAKE.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                &ts as *const libc::timespec,
+            );
+        }
+    }
+}
+
+/// Sets the period after which the timer thread forces a cycle (2 minutes by default, as
+/// Go's); for tests and for programs that want a shorter one. 0 is taken as 1 ms.
+pub fn set_force_period(period: core::time::Duration) {
+    let ns = (period.as_nanos().min(u64::MAX as u128) as u64).max(1_000_000);
+    FORCE_PERIOD_NS.store(ns, Ordering::Relaxed);
+    started();
+    TIMER_WAKE.fetch_add(1, Ordering::Release);
+    // SAFETY: a futex wake on our own word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            TIMER_WAKE.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
         );
-        THREADS.fetch_add(1, Ordering::AcqRel);
-        // Touching the key arms its destructor, which unregisters at thread exit.
-        REGISTRATION.with(|_| ());
     }
+}
+
+/// The collector's locks in their order, for the fork handlers.
+fn each_fork_lock(mut f: impl FnMut(&dyn crate::sync::RawLock)) {
+    f(&GC_HEAP);
+    for l in roots::locks() {
+        f(l);
+    }
+    f(&STATS);
+}
+
+extern "C" fn fork_prepare() {
+    each_fork_lock(|l| l.raw_lock());
+}
+
+extern "C" fn fork_parent() {
+    // SAFETY: `fork_prepare` took each of these locks on this thread.
+    each_fork_lock(|l| unsafe { l.raw_unlock() });
+}
+
+extern "C" fn fork_child() {
+    // SAFETY: the child's only thread; every lock was taken by `fork_prepare` on it.
+    each_fork_lock(|l| unsafe { l.force_unlock() });
+    // The timer thread does not exist in the child; the next GC call starts another.
+    stw::EXEMPT[0].store(0, Ordering::Relaxed);
+    TIMER_RUNNING.store(false, Ordering::Relaxed);
+    STARTED.store(false, Ordering::Relaxed);
 }
 
 // ---- the cycle ---------------------------------------------------------------------------
 
-/// What the collector has done (a part of Go's `runtime.MemStats`).
-#[derive(Clone, Copy, Debug, Default)]
+/// What the collector has done (Go's `runtime.MemStats` GC fields, and a few more).
+#[derive(Clone, Copy, Debug)]
 pub struct GcStats {
-    /// Completed cycles, and those of them started by `collect()`.
+    /// Completed cycles, and those of them started by `collect()` (Go's NumForcedGC).
     pub num_gc: u64,
     pub num_forced_gc: u64,
-    /// Cycles not run because more than one thread uses the GC heap (this stage).
-    pub num_skipped: u64,
-    /// Total and last stop-the-world time (the whole cycle, at this stage).
+    /// Total stop-the-world time, and the last 256 pauses: the pause of cycle `n` (1-based)
+    /// is at `pause_ns[(n - 1) % 256]`, so the latest is at `(num_gc + 255) % 256` (Go's
+    /// PauseNs), and `pause_end` holds when each ended (Unix ns, Go's PauseEnd).
     pub pause_total_ns: u64,
-    pub last_pause_ns: u64,
+    pub pause_ns: [u64; 256],
+    pub pause_end: [u64; 256],
+    /// When the last cycle ended (Unix ns; 0 before the first), Go's LastGC.
+    pub last_gc: u64,
+    /// The share of the CPU time available since the first GC call that collection used (Go's
+    /// GCCPUFraction): pauses count for every CPU (all threads wait), sweeping for one.
+    pub gc_cpu_fraction: f64,
+    /// Threads stopped by the last cycle (the collector's own not counted).
+    pub last_stopped_threads: u64,
     /// Bytes of live GC objects (slot sizes) and of GC spans, now.
     pub heap_live: usize,
     pub heap_spans: usize,
-    /// Bytes at which the next cycle starts.
+    /// Bytes at which the next cycle starts (Go's NextGC).
     pub next_gc: usize,
     /// GC objects allocated and freed since the start.
     pub mallocs: u64,
     pub frees: u64,
 }
 
-static STATS: Mutex<GcStats> = Mutex::new(GcStats {
+impl Default for GcStats {
+    fn default() -> Self {
+        GcStats {
+            num_gc: 0,
+            num_forced_gc: 0,
+            pause_total_ns: 0,
+            pause_ns: [0; 256],
+            pause_end: [0; 256],
+            last_gc: 0,
+            gc_cpu_fraction: 0.0,
+            last_stopped_threads: 0,
+            heap_live: 0,
+            heap_spans: 0,
+            next_gc: 0,
+            mallocs: 0,
+            frees: 0,
+        }
+    }
+}
+
+/// The collector's running totals (`GcStats` less what is read from the heap).
+struct Totals {
+    num_gc: u64,
+    num_forced_gc: u64,
+    pause_total_ns: u64,
+    pause_ns: [u64; 256],
+    pause_end: [u64; 256],
+    last_gc: u64,
+    gc_cpu_ns: u64,
+    last_stopped_threads: u64,
+}
+
+static STATS: Mutex<Totals> = Mutex::new(Totals {
     num_gc: 0,
     num_forced_gc: 0,
-    num_skipped: 0,
     pause_total_ns: 0,
-    last_pause_ns: 0,
-    heap_live: 0,
-    heap_spans: 0,
-    next_gc: 0,
-    mallocs: 0,
-    frees: 0,
+    pause_ns: [0; 256],
+    pause_end: [0; 256],
+    last_gc: 0,
+    gc_cpu_ns: 0,
+    last_stopped_threads: 0,
 });
+
+/// Online CPUs (at least 1), read once.
+fn ncpu() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.load(Ordering::Relaxed);
+    if n != 0 {
+        return n;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let n = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as u64;
+    N.store(n, Ordering::Relaxed);
+    n
+}
+
+fn unix_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// A snapshot of the collector's statistics.
 pub fn stats() -> GcStats {
     let h = GC_HEAP.lock().stats;
-    let mut s = *STATS.lock();
-    s.heap_live = h.live;
-    s.heap_spans = h.spans;
-    s.next_gc = NEXT_GC.load(Ordering::Relaxed);
-    s.mallocs = h.nmalloc;
-    s.frees = h.nfree;
-    s
+    let t = STATS.lock();
+    let elapsed = crate::os::now_ns().saturating_sub(START_NS.load(Ordering::Relaxed));
+    GcStats {
+        num_gc: t.num_gc,
+        num_forced_gc: t.num_forced_gc,
+        pause_total_ns: t.pause_total_ns,
+        pause_ns: t.pause_ns,
+        pause_end: t.pause_end,
+        last_gc: t.last_gc,
+        gc_cpu_fraction: if STARTED.load(Ordering::Relaxed) && elapsed > 0 {
+            t.gc_cpu_ns as f64 / (elapsed as f64 * ncpu() as f64)
+        } else {
+            0.0
+        },
+        last_stopped_threads: t.last_stopped_threads,
+        heap_live: h.live,
+        heap_spans: h.spans,
+        next_gc: NEXT_GC.load(Ordering::Relaxed),
+        mallocs: h.nmalloc,
+        frees: h.nfree,
+    }
 }
 
 /// Runs a full collection (runtime.GC) and returns when it is done.
 pub fn collect() {
-    register_thread();
-    cycle(true);
+    started();
+    cycle(Trigger::User);
 }
 
-/// One cycle; `forced` for `collect()`.
+/// Why a cycle runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The GC heap reached its goal.
+    Heap,
+    /// `collect()`.
+    User,
+    /// None ran for the force period (the timer thread).
+    Periodic,
+}
+
+/// Times of one cycle's phases (monotonic ns).
+struct Times {
+    start: u64,
+    stopped: u64,
+    resumed: u64,
+    end: u64,
+    threads: usize,
+}
+
+/// One cycle (see the module docs for the steps).
 #[inline(never)]
-fn cycle(forced: bool) {
-    if THREADS.load(Ordering::Acquire) > 1 {
-        STATS.lock().num_skipped += 1;
+fn cycle(why: Trigger) {
+    let mut h = GC_HEAP.lock();
+    // Another thread may have collected while we waited for the lock.
+    if why == Trigger::Heap && h.stats.live < NEXT_GC.load(Ordering::Relaxed) {
         return;
     }
-    let t0 = crate::os::now_ns();
-    let mut grey = GreyStack::new();
-    let mut h = GC_HEAP.lock();
+    let start = crate::os::now_ns();
     let before = h.stats.live;
-    // Roots: this thread's registers and stack first (the frames below us hold nothing of
-    // the program's), then regions, statics and, by default, the ordinary heap.
-    roots::scan_own_stack(&mut grey);
-    roots::scan_regions(&mut grey);
-    roots::scan_statics(&mut grey);
-    if SCAN_MALLOC.load(Ordering::Relaxed) {
-        scan_malloc_heap(&mut grey);
-    }
-    mark::drain(&mut grey);
-    mark::rescan_marked(&h, &mut grey);
-    let t_mark = crate::os::now_ns();
+    // Everything that may take a lock or allocate happens before the world stops.
+    let _ = roots::stack_top();
+    let regions = roots::lock_regions();
+    let segments = roots::list_statics();
+    let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
+    let mut grey = GreyStack::new();
+    let marked = crate::huge::with_blocks(|blocks| {
+        let stopped = stw::stop()?;
+        let at_stop = crate::os::now_ns();
+        roots::scan_own_stack(&mut grey);
+        roots::scan_stopped(&stopped, &mut grey);
+        regions.scan(&mut grey);
+        segments.scan(&mut grey);
+        if scan_malloc {
+            scan_malloc_heap(blocks, &mut grey);
+        }
+        mark::drain(&mut grey);
+        mark::rescan_marked(&h, &mut grey);
+        let threads = stopped.count();
+        stw::resume(stopped);
+        Some((at_stop, crate::os::now_ns(), threads))
+    });
+    drop(segments);
+    drop(regions);
+    grey.free();
+    let Some((stopped, resumed, threads)) = marked else {
+        // The world could not be stopped (no signal handler, no thread list): nothing was
+        // marked, so nothing may be swept.
+        return;
+    };
     h.sweep();
     let after = h.stats.live;
+    GC_HEAP_SPANS.store(h.stats.spans, Ordering::Relaxed);
+    drop(h);
+    // The goal may read the allocator's statistics (memory limit): outside `GC_HEAP`.
     let next = goal(after);
     NEXT_GC.store(next, Ordering::Relaxed);
-    drop(h);
-    grey.free();
-    let t1 = crate::os::now_ns();
-    let pause = t1 - t0;
-    let n = {
-        let mut s = STATS.lock();
-        s.num_gc += 1;
-        s.num_forced_gc += forced as u64;
-        s.pause_total_ns += pause;
-        s.last_pause_ns = pause;
-        s.num_gc
+    let end = crate::os::now_ns();
+    LAST_GC_NS.store(end, Ordering::Relaxed);
+    let t = Times {
+        start,
+        stopped,
+        resumed,
+        end,
+        threads,
     };
+    let n = record(&t, why);
     if trace_on() {
-        print_trace(n, t0, t_mark - t0, t1 - t_mark, before, after, next, forced);
+        print_trace(n, &t, before, after, next, why);
     }
+}
+
+/// Adds a finished cycle to the totals; returns its number.
+fn record(t: &Times, why: Trigger) -> u64 {
+    let pause = t.resumed - t.start;
+    let sweep = t.end - t.resumed;
+    let mut s = STATS.lock();
+    let i = (s.num_gc % 256) as usize;
+    s.num_gc += 1;
+    s.num_forced_gc += (why == Trigger::User) as u64;
+    s.pause_total_ns += pause;
+    s.pause_ns[i] = pause;
+    let now = unix_ns();
+    s.pause_end[i] = now.saturating_sub(t.end - t.resumed);
+    s.last_gc = now;
+    s.gc_cpu_ns += pause * ncpu() + sweep;
+    s.last_stopped_threads = t.threads as u64;
+    s.num_gc
 }
 
 /// Scans every block of the ordinary heap: the used part of each in-use small span (objects
 /// never handed out are left alone, unread and unfaulted) and each large span and huge block.
-fn scan_malloc_heap(grey: &mut GreyStack) {
+fn scan_malloc_heap(blocks: &crate::huge::Blocks<'_>, grey: &mut GreyStack) {
     crate::pagemap::for_each_inuse_span(|s| {
         // SAFETY: descriptors are never unmapped; heap memory is never unmapped, so reading
-        // a span's memory is safe even if it changes meanwhile (conservative reads).
+        // a span's memory is safe even if it changes meanwhile (conservative reads). The span
+        // is read through its own first-page pointer.
         unsafe {
             let (state, start) = ((*s).state, (*s).start);
             let len = match state {
@@ -408,12 +758,10 @@ fn scan_malloc_heap(grey: &mut GreyStack) {
         }
     });
     // SAFETY: live huge blocks, which stay mapped while their table lock is held.
-    crate::huge::for_each_block(|p, len| unsafe { mark::scan_range(p, len, grey) });
+    blocks.each(|a, len| unsafe { mark::scan_range(a, len, grey) });
 }
 
 // ---- gctrace -----------------------------------------------------------------------------
-
-static START_NS: AtomicUsize = AtomicUsize::new(0);
 
 fn trace_on() -> bool {
     crate::os::debug_flag(b"gctrace=1")
@@ -423,27 +771,21 @@ fn ms(l: &mut crate::diag::Line, ns: u64) {
     l.dec(ns / 1_000_000)
         .str(".")
         .dec(ns / 100_000 % 10)
-        .dec(ns / 10_000 % 10);
+        .dec(ns / 10_000 % 10)
+        .dec(ns / 1_000 % 10);
 }
 
-/// One line in the form of Go's gctrace (all phases stop the world at this stage, so the
-/// concurrent-mark and CPU fields are the mark's wall time and the assist/idle fields 0):
-/// P is the share of the time since the first GC call spent in cycles.
-/// `gc N @Ts P%: 0+M+S ms clock, 0+M/0/0+S ms cpu, A->B->C MB, G MB goal, 1 P (forced)`.
-#[allow(clippy::too_many_arguments)]
-fn print_trace(
-    n: u64,
-    t0: u64,
-    mark: u64,
-    sweep: u64,
-    before: usize,
-    after: usize,
-    goal: usize,
-    forced: bool,
-) {
-    let total = STATS.lock().pause_total_ns;
-    let alive = (t0 + mark + sweep).saturating_sub(START_NS.load(Ordering::Relaxed) as u64);
-    let since = t0.saturating_sub(START_NS.load(Ordering::Relaxed) as u64);
+/// One line in the form of Go's gctrace:
+/// `gc N @Ts P%: S+0+M ms clock, S+0/0/0+M ms cpu, A->B->C MB, G MB goal, 0 MB stacks,
+/// 0 MB globals, N P (forced)`. At this stage the whole mark is stop-the-world, so it is
+/// reported as mark termination (M, from the stop request to the resume) after the time to
+/// stop the threads (S); the concurrent-mark fields are 0 and the concurrent sweep is not in
+/// the line (as in Go). P% is the GC CPU fraction since the first GC call; N P the CPUs.
+fn print_trace(n: u64, t: &Times, before: usize, after: usize, goal: usize, why: Trigger) {
+    let frac = (stats().gc_cpu_fraction * 100.0) as u64;
+    let since = t.start.saturating_sub(START_NS.load(Ordering::Relaxed));
+    let stop = t.stopped - t.start;
+    let mark = t.resumed - t.stopped;
     let mut l = crate::diag::Line::new();
     l.str("gc ")
         .dec(n)
@@ -453,14 +795,14 @@ fn print_trace(
     l.dec(since / 100_000_000 % 10)
         .dec(since / 10_000_000 % 10)
         .dec(since / 1_000_000 % 10);
-    l.str("s ").dec(total * 100 / alive.max(1)).str("%: 0+");
+    l.str("s ").dec(frac).str("%: ");
+    ms(&mut l, stop);
+    l.str("+0+");
     ms(&mut l, mark);
-    l.str("+");
-    ms(&mut l, sweep);
-    l.str(" ms clock, 0+");
+    l.str(" ms clock, ");
+    ms(&mut l, stop);
+    l.str("+0/0/0+");
     ms(&mut l, mark);
-    l.str("/0/0+");
-    ms(&mut l, sweep);
     l.str(" ms cpu, ");
     l.dec((before >> 20) as u64)
         .str("->")
@@ -468,8 +810,10 @@ fn print_trace(
         .str("->");
     l.dec((after >> 20) as u64).str(" MB, ");
     l.dec((goal.min(usize::MAX >> 1) >> 20) as u64)
-        .str(" MB goal, 1 P");
-    if forced {
+        .str(" MB goal, 0 MB stacks, 0 MB globals, ")
+        .dec(ncpu())
+        .str(" P");
+    if why != Trigger::Heap {
         l.str(" (forced)");
     }
     l.emit();

@@ -14,14 +14,14 @@
 //! Locks: `REGIONS`, taken alone or inside a collection (gc -> regions).
 
 use super::mark::{scan_range, GreyStack};
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 use core::cell::Cell;
 use core::ptr;
 
 const MAX_REGIONS: usize = 1024;
 
 /// The registered regions: `(start, len)`, `start` as the program gave it.
-struct Regions {
+pub struct Regions {
     r: [(*const u8, usize); MAX_REGIONS],
     n: usize,
 }
@@ -61,13 +61,39 @@ pub fn remove(start: *const u8) -> bool {
     false
 }
 
-/// Scans the registered regions.
-pub fn scan_regions(grey: &mut GreyStack) {
-    let g = REGIONS.lock();
-    for &(s, len) in &g.r[..g.n] {
-        // SAFETY: `add_roots`' contract: the region stays readable while registered.
-        unsafe { scan_range(s, len, grey) };
+/// Takes the region table's lock (before the world stops: a stopped thread may be inside
+/// `add_roots`); the guard scans the regions.
+pub fn lock_regions() -> MutexGuard<'static, Regions> {
+    REGIONS.lock()
+}
+
+impl Regions {
+    /// Scans the registered regions.
+    pub fn scan(&self, grey: &mut GreyStack) {
+        for &(s, len) in &self.r[..self.n] {
+            // SAFETY: `add_roots`' contract: the region stays readable while registered.
+            unsafe { scan_range(s, len, grey) };
+        }
     }
+}
+
+/// The tables' locks, for the fork handlers.
+pub fn locks() -> [&'static dyn crate::sync::RawLock; 2] {
+    [&REGIONS, &SEGMENTS]
+}
+
+/// Scans the stacks of the threads stopped by `stw::stop`: from each one's recorded stack
+/// pointer (inside its suspend handler's frame, below the kernel's signal frame that holds
+/// all its registers) to the top of its stack.
+pub fn scan_stopped(stopped: &super::stw::Stopped, grey: &mut GreyStack) {
+    stopped.for_each_stack(|sp, top| {
+        // The handler records addresses only (no pointer of ours covers another thread's
+        // stack), so take the provenance exposed there, explicitly.
+        let s = ptr::with_exposed_provenance::<u8>(sp);
+        // SAFETY: the thread is stopped in its handler until the world resumes; its stack
+        // from the handler's frame to its top is mapped and not changing.
+        unsafe { scan_range(s, top - sp, grey) };
+    });
 }
 
 std::thread_local! {
@@ -77,7 +103,7 @@ std::thread_local! {
 }
 
 /// The top of the calling thread's stack (cached), or null if unknown.
-fn stack_top() -> *const u8 {
+pub fn stack_top() -> *const u8 {
     let cached = STACK_TOP.with(|c| c.get());
     if !cached.is_null() {
         return cached;
@@ -122,7 +148,7 @@ pub fn scan_own_stack(grey: &mut GreyStack) {
 
 /// Stores the callee-saved registers, where a caller's pointer may live only in a register.
 #[inline(always)]
-fn spill_registers(regs: &mut [usize; 12]) {
+pub(super) fn spill_registers(regs: &mut [usize; 12]) {
     let p = regs.as_mut_ptr();
     // SAFETY: stores into our own 12-word array; no other state is touched.
     #[cfg(target_arch = "x86_64")]
@@ -193,31 +219,69 @@ unsafe fn scan_except(s: *const u8, len: usize, grey: &mut GreyStack) {
     }
 }
 
-/// Scans every writable loaded segment (the .data and .bss of the program and its libraries).
-pub fn scan_statics(grey: &mut GreyStack) {
+/// Segments of static data at most (two or three per loaded object).
+const MAX_SEGMENTS: usize = 4096;
+
+/// The writable segments of the loaded objects, listed before the world stops (the loader's
+/// lock, which `dl_iterate_phdr` takes, may be held by a thread that gets stopped).
+pub struct Segments {
+    r: [(*const u8, usize); MAX_SEGMENTS],
+    n: usize,
+}
+
+// SAFETY: the pointers are only read through by the collector, under the table's lock.
+unsafe impl Send for Segments {}
+
+static SEGMENTS: Mutex<Segments> = Mutex::new(Segments {
+    r: [(ptr::null(), 0); MAX_SEGMENTS],
+    n: 0,
+});
+
+/// Lists every writable loaded segment (the .data and .bss of the program and its libraries).
+/// An object unloaded (`dlclose`) before the scan would leave a stale entry: programs must not
+/// unload a library during a collection.
+pub fn list_statics() -> MutexGuard<'static, Segments> {
     extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
         // SAFETY: the loader hands us a valid record for the duration of the call; `data` is
-        // the grey stack passed below.
+        // the segment table passed below.
         unsafe {
-            let grey = &mut *(data as *mut GreyStack);
+            let segs = &mut *(data as *mut Segments);
             let base = (*info).dlpi_addr as usize;
             for k in 0..(*info).dlpi_phnum as usize {
                 let ph = &*(*info).dlpi_phdr.add(k);
                 if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
+                    if segs.n == MAX_SEGMENTS {
+                        crate::diag::fatal("gc: too many loaded segments to scan", MAX_SEGMENTS, 0);
+                    }
                     // The loader gives the segment as an address only: no pointer of ours
                     // covers another object's data, so take the provenance the loader
                     // exposed (explicitly, not through an `as` cast).
                     let s = ptr::with_exposed_provenance::<u8>(base + ph.p_vaddr as usize);
-                    scan_except(s, ph.p_memsz as usize, grey);
+                    segs.r[segs.n] = (s, ph.p_memsz as usize);
+                    segs.n += 1;
                 }
             }
         }
         0
     }
-    // SAFETY: `each` only reads the records it is given; the grey stack outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), grey as *mut GreyStack as *mut libc::c_void) };
+    let mut g = SEGMENTS.lock();
+    g.n = 0;
+    let segs: &mut Segments = &mut g;
+    // SAFETY: `each` only reads the records it is given; the table outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), segs as *mut Segments as *mut libc::c_void) };
+    g
+}
+
+impl Segments {
+    /// Scans the listed segments, less gomalloc's own big tables.
+    pub fn scan(&self, grey: &mut GreyStack) {
+        for &(s, len) in &self.r[..self.n] {
+            // SAFETY: a loaded object's writable segment (see `list_statics`).
+            unsafe { scan_except(s, len, grey) };
+        }
+    }
 }

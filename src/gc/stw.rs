@@ -1,0 +1,445 @@
+//! Stopping the world: every other thread of the process is suspended in a signal handler
+//! while the collector marks, the way conservative collectors do it on Linux (Boehm's
+//! `pthread_stop_world.c`), so a thread blocked in a system call or spinning in a loop that
+//! never calls into the collector is stopped all the same.
+//!
+//! How: the collector lists the process's threads (`/proc/self/task`), sends each one
+//! [`SUSPEND_SIGNAL`] (`SIGPWR`, as Boehm) with `tgkill`, and waits until each has
+//! acknowledged. The handler spills the callee-saved registers into its own frame, records
+//! its stack pointer and the top of its stack in the thread's slot, acknowledges, and waits on
+//! a futex until the collector resumes the world. Everything between the recorded stack
+//! pointer and the top of the stack is then readable and frozen: the handler's frame (with the
+//! registers), the kernel's signal frame (with every register of the interrupted code), the
+//! interrupted code's red zone and all its callers' frames. The list is read again after the
+//! first threads have stopped, until no new thread appears: a thread created meanwhile by a
+//! thread not yet stopped is found and stopped too.
+//!
+//! Threads not stopped: the collector itself; gomalloc's own helper threads (the scavenger and
+//! the collector's timer thread), which block every signal and never hold a `Gc`; and a thread
+//! that keeps the signal blocked for more than [`BLOCKED_GRACE_MS`] (it is told once on
+//! stderr: such a thread must hold no `Gc`, since its stack is not scanned).
+//!
+//! Top of a stack: the main thread's is glibc's `__libc_stack_end`; any other thread's is its
+//! thread pointer (`pthread_self()`): glibc places the thread descriptor, and the static TLS
+//! below it on x86_64, at the top of the thread's stack block, so the range also covers the
+//! thread's `thread_local!` values there.
+//!
+//! What the handler may do: only async-signal-safe work (atomics, `gettid`, `futex`). It blocks
+//! every other asynchronous signal while it runs, so no other handler can move pointers
+//! around on a stopped thread's stack below the recorded stack pointer.
+//!
+//! Owns: the slot table (mapped from the OS once, `MAX_THREADS` slots), the stop generation
+//! and the resume futex word.
+//!
+//! Locks: none. The caller holds `GC_HEAP` and every lock that the stopped-world work needs
+//! (region table, huge-block table) *before* stopping: a stopped thread may hold any lock, so
+//! the collector takes no lock while the world is stopped, and allocates nothing (a stopped
+//! thread may hold libc's malloc lock too).
+
+use crate::diag;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+/// The signal that suspends a thread (Boehm's choice on Linux).
+pub const SUSPEND_SIGNAL: libc::c_int = libc::SIGPWR;
+/// Threads that can be stopped at once (the slot table's size).
+const MAX_THREADS: usize = 16384;
+/// How long a thread may keep the signal blocked before it is left running.
+pub const BLOCKED_GRACE_MS: u64 = 50;
+
+/// One stopped thread: its id, the generation it acknowledged, and its stack range.
+#[repr(C)]
+pub struct Slot {
+    tid: AtomicI32,
+    acked: AtomicU32,
+    sp: AtomicUsize,
+    top: AtomicUsize,
+}
+
+/// The slot table (an anonymous mapping, zeroed: every slot empty).
+static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(ptr::null_mut());
+/// Slots in use in the current stop.
+static NSLOTS: AtomicUsize = AtomicUsize::new(0);
+/// The generation being stopped (never 0) and the last one resumed (the futex word).
+static STOP_GEN: AtomicU32 = AtomicU32::new(0);
+static RESUMED: AtomicU32 = AtomicU32::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static WARNED_BLOCKED: AtomicBool = AtomicBool::new(false);
+/// Tids of gomalloc's own helper threads that are never stopped (0: none).
+pub static EXEMPT: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
+
+fn gettid() -> i32 {
+    // SAFETY: a system call without arguments or memory effects.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+fn tgkill(pid: i32, tid: i32, sig: libc::c_int) -> bool {
+    // SAFETY: sends a signal (or, with 0, only checks the thread exists); no memory effects.
+    unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) == 0 }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: a futex wait on a live atomic word; it returns at once if the word changed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: a futex wake on a live atomic word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+extern "C" {
+    /// glibc: the stack pointer at process entry, the top of the used part of the main
+    /// thread's stack (what `pthread_getattr_np` itself starts from).
+    static __libc_stack_end: *mut libc::c_void;
+}
+
+fn slot(i: usize) -> &'static Slot {
+    // SAFETY: `i < MAX_THREADS` at every call; the table is mapped once and never unmapped,
+    // and zeroed memory is a valid `Slot` of atomics.
+    unsafe { &*SLOTS.load(Ordering::Acquire).add(i) }
+}
+
+/// Maps the slot table and installs the handler, once; false if the OS refused either.
+fn install() -> bool {
+    if INSTALLED.load(Ordering::Acquire) {
+        return true;
+    }
+    // SAFETY: a fresh anonymous mapping, owned by this module for the life of the process.
+    let table = unsafe { crate::os::map(MAX_THREADS * core::mem::size_of::<Slot>()) };
+    if table.is_null() {
+        return false;
+    }
+    SLOTS.store(table.cast::<Slot>(), Ordering::Release);
+    // SAFETY: installs an async-signal-safe handler for our signal; `sa` is fully set up.
+    let ok = unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            on_suspend;
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigfillset(&mut sa.sa_mask);
+        // Synchronous faults must still be delivered (blocking them would kill the process).
+        for s in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+            libc::sigdelset(&mut sa.sa_mask, s);
+        }
+        libc::sigaction(SUSPEND_SIGNAL, &sa, ptr::null_mut()) == 0
+    };
+    INSTALLED.store(ok, Ordering::Release);
+    ok
+}
+
+/// The suspend handler: record where this thread's stack is, acknowledge, wait for resume.
+extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: errno is this thread's; restored before returning to the interrupted code.
+    let errno = unsafe { *libc::__errno_location() };
+    let gen = STOP_GEN.load(Ordering::Acquire);
+    let tid = gettid();
+    let n = NSLOTS.load(Ordering::Acquire);
+    if let Some(i) = (0..n).find(|&i| slot(i).tid.load(Ordering::Acquire) == tid) {
+        let s = slot(i);
+        if s.acked.load(Ordering::Relaxed) != gen {
+            let mut regs = [0usize; 12];
+            super::roots::spill_registers(&mut regs);
+            let sp = regs.as_ptr().addr();
+            // SAFETY: reads a glibc variable set once at start-up.
+            let top = if tid == unsafe { libc::getpid() } {
+                unsafe { __libc_stack_end }.addr()
+            } else {
+                // SAFETY: pthread_self only reads the thread pointer.
+                unsafe { libc::pthread_self() as usize }
+            };
+            s.sp.store(sp, Ordering::Relaxed);
+            s.top.store(top, Ordering::Relaxed);
+            s.acked.store(gen, Ordering::Release);
+            while RESUMED.load(Ordering::Acquire) != gen {
+                futex_wait(&RESUMED, RESUMED.load(Ordering::Relaxed));
+            }
+            core::hint::black_box(&regs);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Calls `f(tid)` for every thread of the process; false if the list cannot be read.
+fn for_each_thread(mut f: impl FnMut(i32)) -> bool {
+    // SAFETY: open/getdents64/close on our own fd with a stack buffer; no allocation.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/task".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let mut buf = [0u64; 512];
+        loop {
+            let n = libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), 4096);
+            if n <= 0 {
+                break;
+            }
+            let bytes = buf.as_ptr().cast::<u8>();
+            let mut off = 0usize;
+            while off < n as usize {
+                // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name[].
+                let reclen = ptr::read_unaligned(bytes.add(off + 16).cast::<u16>()) as usize;
+                let name = bytes.add(off + 19);
+                let mut tid: i64 = 0;
+                let mut k = 0;
+                while k < 12 {
+                    let c = *name.add(k);
+                    if !c.is_ascii_digit() {
+                        break;
+                    }
+                    tid = tid * 10 + i64::from(c - b'0');
+                    k += 1;
+                }
+                if k > 0 && *name.add(k) == 0 && tid > 0 && tid <= i64::from(i32::MAX) {
+                    f(tid as i32);
+                }
+                off += reclen.max(1);
+            }
+        }
+        libc::close(fd);
+    }
+    true
+}
+
+/// Whether thread `tid` has `SUSPEND_SIGNAL` blocked (`SigBlk` of its status file).
+fn signal_blocked(tid: i32) -> bool {
+    let mut path = diag::Line::new();
+    path.str("/proc/self/task/").dec(tid as u64).str("/status");
+    let mut name = [0u8; 64];
+    let p = path.as_bytes();
+    if p.len() >= name.len() {
+        return false;
+    }
+    name[..p.len()].copy_from_slice(p);
+    let mut buf = [0u8; 2048];
+    // SAFETY: open/read/close on our own fd with stack buffers.
+    let n = unsafe {
+        let fd = libc::open(name.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return false;
+    }
+    let text = &buf[..n as usize];
+    let key = b"SigBlk:\t";
+    let Some(at) = text.windows(key.len()).position(|w| w == key) else {
+        return false;
+    };
+    let mut mask: u64 = 0;
+    for &c in &text[at + key.len()..] {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => break,
+        };
+        mask = (mask << 4) | u64::from(d);
+    }
+    mask & (1 << (SUSPEND_SIGNAL - 1)) != 0
+}
+
+/// The threads stopped by [`stop`], until [`resume`].
+pub struct Stopped {
+    gen: u32,
+    n: usize,
+}
+
+impl Stopped {
+    /// Calls `f(sp, top)` with the stack range of every stopped thread.
+    pub fn for_each_stack(&self, mut f: impl FnMut(usize, usize)) {
+        for i in 0..self.n {
+            let s = slot(i);
+            if s.tid.load(Ordering::Relaxed) > 0 && s.acked.load(Ordering::Acquire) == self.gen {
+                let (sp, top) = (s.sp.load(Ordering::Relaxed), s.top.load(Ordering::Relaxed));
+                if top > sp {
+                    f(sp, top);
+                }
+            }
+        }
+    }
+
+    /// How many threads are stopped.
+    pub fn count(&self) -> usize {
+        let mut c = 0;
+        self.for_each_stack(|_, _| c += 1);
+        c
+    }
+}
+
+/// Stops every other thread of the process (see the module docs); `None` if the handler
+/// cannot be installed or the thread list cannot be read (the caller must not collect then).
+pub fn stop() -> Option<Stopped> {
+    if !install() {
+        return None;
+    }
+    let me = gettid();
+    // SAFETY: getpid has no memory effects.
+    let pid = unsafe { libc::getpid() };
+    let mut gen = STOP_GEN.load(Ordering::Relaxed).wrapping_add(1);
+    if gen == 0 {
+        gen = 1;
+    }
+    STOP_GEN.store(gen, Ordering::Release);
+    let mut n = 0usize;
+    let mut full = false;
+    loop {
+        let before = n;
+        let listed = for_each_thread(|tid| {
+            // A slot's tid is negated once its thread is left running (exited, or blocking
+            // the signal), so that the next listing does not take it for a new thread.
+            let seen = (0..n).any(|i| slot(i).tid.load(Ordering::Relaxed).abs() == tid);
+            if tid == me || is_exempt(tid) || seen {
+                return;
+            }
+            if n == MAX_THREADS {
+                full = true;
+                return;
+            }
+            let s = slot(n);
+            s.acked.store(0, Ordering::Relaxed);
+            s.tid.store(tid, Ordering::Relaxed);
+            NSLOTS.store(n + 1, Ordering::Release);
+            if tgkill(pid, tid, SUSPEND_SIGNAL) {
+                n += 1;
+            } else {
+                s.tid.store(0, Ordering::Relaxed);
+                NSLOTS.store(n, Ordering::Release);
+            }
+        });
+        if !listed || full {
+            let stopped = Stopped { gen, n };
+            resume(stopped);
+            if full {
+                diag::warn(
+                    "gc: more threads than the collector can stop; cycle skipped; limit",
+                    MAX_THREADS,
+                );
+            }
+            return None;
+        }
+        for i in before..n {
+            wait_for(slot(i), pid, gen);
+        }
+        if n == before {
+            break;
+        }
+    }
+    Some(Stopped { gen, n })
+}
+
+/// Whether `tid` is one of gomalloc's helper threads. Each stores its tid before it blocks
+/// signals, so a helper not yet listed here still takes the signal; one that blocked it in
+/// between is recognised by `wait_for`.
+fn is_exempt(tid: i32) -> bool {
+    EXEMPT.iter().any(|e| e.load(Ordering::Acquire) == tid)
+        || crate::scavenger::TID.load(Ordering::Acquire) == tid
+}
+
+/// Waits until the thread of slot `s` acknowledges `gen`, exits, or is found to keep the
+/// signal blocked.
+fn wait_for(s: &Slot, pid: i32, gen: u32) {
+    let start = crate::os::now_ns();
+    let mut spins = 0u32;
+    let mut warned_slow = false;
+    while s.acked.load(Ordering::Acquire) != gen {
+        spins += 1;
+        if spins < 64 {
+            core::hint::spin_loop();
+            continue;
+        }
+        // SAFETY: sched_yield has no memory effects.
+        unsafe { libc::sched_yield() };
+        if spins % 64 != 0 {
+            continue;
+        }
+        let tid = s.tid.load(Ordering::Relaxed);
+        if is_exempt(tid) {
+            // A helper thread that blocked every signal after it was listed.
+            s.tid.store(-tid, Ordering::Relaxed);
+            return;
+        }
+        if !tgkill(pid, tid, 0) {
+            // Exited before it handled the signal.
+            s.tid.store(-tid, Ordering::Relaxed);
+            return;
+        }
+        let waited_ms = (crate::os::now_ns() - start) / 1_000_000;
+        if waited_ms >= BLOCKED_GRACE_MS && signal_blocked(tid) {
+            s.tid.store(-tid, Ordering::Relaxed);
+            if !WARNED_BLOCKED.swap(true, Ordering::Relaxed) {
+                diag::warn(
+                    "gc: a thread blocks SIGPWR, so it is not stopped and its stack is not scanned (it must hold no Gc); thread id",
+                    tid as usize,
+                );
+            }
+            return;
+        }
+        if waited_ms >= 1000 && !warned_slow {
+            warned_slow = true;
+            diag::warn(
+                "gc: still waiting for a thread to stop; thread id",
+                tid as usize,
+            );
+        }
+    }
+}
+
+/// Lets the stopped threads run again.
+pub fn resume(stopped: Stopped) {
+    RESUMED.store(stopped.gen, Ordering::Release);
+    futex_wake_all(&RESUMED);
+    NSLOTS.store(0, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// `signal_blocked` reads a thread's mask: true for a thread that blocks the signal.
+    #[test]
+    fn reads_blocked_masks() {
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: changes this thread's own signal mask.
+            unsafe {
+                let mut set: libc::sigset_t = core::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, SUSPEND_SIGNAL);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut());
+            }
+            tx.send(gettid()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        assert!(signal_blocked(tid));
+        assert!(!signal_blocked(gettid()));
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+    }
+}
