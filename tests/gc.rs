@@ -632,6 +632,28 @@ fn fork_while_threads_allocate() {
     }
 }
 
+/// A thread's cache of reserved GC slots goes back to the heap when the thread exits.
+fn thread_exit_gives_cached_slots_back() {
+    // A size class nothing else here uses: [u64; 100] is 800 bytes, class 896, so a refill
+    // reserves 9 slots (8 KiB).
+    scrub_stack();
+    gc::collect();
+    let before = gc::stats().heap_live;
+    std::thread::spawn(|| {
+        black_box(Gc::new([7u64; 100]));
+    })
+    .join()
+    .unwrap();
+    scrub_stack();
+    gc::collect();
+    let after = gc::stats().heap_live;
+    assert!(
+        after <= before + 896,
+        "{} bytes still reserved after the thread exited",
+        after - before
+    );
+}
+
 /// MemStats carries the collector's fields.
 fn memstats_has_gc_fields() {
     gc::collect();
@@ -663,5 +685,6 @@ fn collector() {
     periodic_cycle();
     memory_limit();
     fork_while_threads_allocate();
+    thread_exit_gives_cached_slots_back();
     memstats_has_gc_fields();
 }

@@ -132,11 +132,45 @@ pub unsafe fn scan_range(start: *const u8, len: usize, grey: &mut GreyStack) {
 }
 
 /// Scans grey objects until none is left.
+///
+/// Objects go through a small FIFO between the grey stack and the scan (Boehm's mark-stack
+/// prefetching): an object is prefetched when it enters the FIFO and scanned `PREFETCH`
+/// objects later, so its cache miss overlaps with the scans in between instead of stalling
+/// the first load. The order of scanning does not matter for the result.
 pub fn drain(grey: &mut GreyStack) {
-    while let Some((start, len)) = grey.pop() {
+    const PREFETCH: usize = 8;
+    let mut fifo: [Range; PREFETCH] = [(ptr::null(), 0); PREFETCH];
+    let (mut head, mut len) = (0usize, 0usize);
+    loop {
+        if len < PREFETCH {
+            if let Some(r) = grey.pop() {
+                prefetch(r.0);
+                fifo[(head + len) % PREFETCH] = r;
+                len += 1;
+                continue;
+            }
+            if len == 0 {
+                break;
+            }
+        }
+        let (start, n) = fifo[head];
+        head = (head + 1) % PREFETCH;
+        len -= 1;
         // SAFETY: a grey object is an allocated GC object: its memory is ours and readable.
-        unsafe { scan_range(start, len, grey) };
+        unsafe { scan_range(start, n, grey) };
     }
+}
+
+/// Hints the CPU to load the line at `p` (no effect on other architectures).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and has no architectural effect.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// After an overflow: scans every marked scan object again until no new object is marked.

@@ -54,6 +54,7 @@
 //! table (all taken before the world stops and released after it resumes), then the page
 //! heap's lock for freed spans during the sweep. `STATS` is taken alone.
 
+mod cache;
 pub mod heap;
 mod mark;
 mod roots;
@@ -193,8 +194,20 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
         layout.size()
     };
     started();
-    maybe_collect();
-    GC_HEAP.lock().alloc(size, noscan)
+    let goal = NEXT_GC.load(Ordering::Relaxed);
+    let (p, over) = if size <= crate::size_class::MAX_SMALL_SIZE {
+        let class = crate::size_class::size_to_class(size.max(1));
+        cache::alloc(class, noscan, goal)
+    } else {
+        let mut h = GC_HEAP.lock();
+        let p = h.alloc(size, noscan);
+        (p, h.stats.live >= goal)
+    };
+    if over {
+        // `p` is used after the call, so it stays in a register or on the stack, both scanned.
+        cycle(Trigger::Heap);
+    }
+    p
 }
 
 /// Registers `[start, start + len)` as a root region: scanned at every collection.
@@ -351,17 +364,6 @@ fn goal(live: usize) -> usize {
 /// Bytes of GC spans at the end of the last cycle (for the memory limit).
 static GC_HEAP_SPANS: AtomicUsize = AtomicUsize::new(0);
 
-fn maybe_collect() {
-    if GC_HEAP.lock().stats.live >= NEXT_GC.load(Ordering::Relaxed) && !off() {
-        cycle(Trigger::Heap);
-    }
-}
-
-/// Automatic collection is off: GOGC off and no memory limit.
-fn off() -> bool {
-    gogc() < 0 && memory_limit() == i64::MAX
-}
-
 // ---- start-up, the timer thread, fork ------------------------------------------------------
 
 static STARTED: AtomicBool = AtomicBool::new(false);
@@ -485,6 +487,7 @@ pub fn set_force_period(period: core::time::Duration) {
 /// The collector's locks in their order, for the fork handlers.
 fn each_fork_lock(mut f: impl FnMut(&dyn crate::sync::RawLock)) {
     f(&GC_HEAP);
+    f(cache::lock_ref());
     for l in roots::locks() {
         f(l);
     }
@@ -503,6 +506,7 @@ extern "C" fn fork_parent() {
 extern "C" fn fork_child() {
     // SAFETY: the child's only thread; every lock was taken by `fork_prepare` on it.
     each_fork_lock(|l| unsafe { l.force_unlock() });
+    cache::reset_after_fork_child();
     // The timer thread does not exist in the child; the next GC call starts another.
     stw::EXEMPT[0].store(0, Ordering::Relaxed);
     TIMER_RUNNING.store(false, Ordering::Relaxed);
@@ -608,7 +612,11 @@ fn unix_ns() -> u64 {
 
 /// A snapshot of the collector's statistics.
 pub fn stats() -> GcStats {
-    let h = GC_HEAP.lock().stats;
+    let (h, cached) = {
+        let g = GC_HEAP.lock();
+        let cached = cache::lock().totals().0;
+        (g.stats, cached)
+    };
     let t = STATS.lock();
     let elapsed = crate::os::now_ns().saturating_sub(START_NS.load(Ordering::Relaxed));
     GcStats {
@@ -627,7 +635,7 @@ pub fn stats() -> GcStats {
         heap_live: h.live,
         heap_spans: h.spans,
         next_gc: NEXT_GC.load(Ordering::Relaxed),
-        mallocs: h.nmalloc,
+        mallocs: h.nmalloc - cached,
         frees: h.nfree,
     }
 }
@@ -670,6 +678,7 @@ fn cycle(why: Trigger) {
     let before = h.stats.live;
     // Everything that may take a lock or allocate happens before the world stops.
     let _ = roots::stack_top();
+    let caches = cache::lock();
     let regions = roots::lock_regions();
     let segments = roots::list_statics();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
@@ -681,6 +690,7 @@ fn cycle(why: Trigger) {
         roots::scan_stopped(&stopped, &mut grey);
         regions.scan(&mut grey);
         segments.scan(&mut grey);
+        caches.mark_all();
         if scan_malloc {
             scan_malloc_heap(blocks, &mut grey);
         }
@@ -692,6 +702,7 @@ fn cycle(why: Trigger) {
     });
     drop(segments);
     drop(regions);
+    drop(caches);
     grey.free();
     let Some((stopped, resumed, threads)) = marked else {
         // The world could not be stopped (no signal handler, no thread list): nothing was

@@ -1,0 +1,300 @@
+//! Per-thread caches of GC slots (Go's `mcache`, for the GC heap): a small GC object is popped
+//! from this thread's list for its size class without a lock; only a refill takes `GC_HEAP`.
+//!
+//! Owns: each thread's [`GcCache`] (a thread-local) and the registry of caches, which the
+//! collector walks while the world is stopped.
+//!
+//! A cached slot is *reserved*: its alloc bit is set and it is counted in the heap's `live`
+//! and `nmalloc` (so the pacer sees it, as Go's sees whole cached spans), it is zeroed, and its
+//! first word links it to the next cached slot of the list. Handing it out clears that word.
+//!
+//! Invariants the collector relies on:
+//! - a refill publishes its list in the thread-local before it releases `GC_HEAP`; since a
+//!   cycle takes `GC_HEAP` before it stops the world, a stopped thread's reserved slots are all
+//!   on its lists, or the one being handed out is in its registers or on its stack;
+//! - a pop stores the new head before it clears the handed-out slot's link (a compiler fence
+//!   keeps that order, which is all a signal handler on the same thread can observe), so a
+//!   walk from the head a stopped thread left always reaches every slot still cached.
+//!
+//! The collector marks every cached slot (without scanning it: it holds only zeros and a
+//! link), so the sweep keeps them. At thread exit the cache gives its slots back
+//! (`GcHeap::unreserve`) and leaves the registry. A child of `fork` keeps only the forking
+//! thread's cache registered; the slots of the other threads' caches are not marked there any
+//! more and the child's first sweep frees them.
+//!
+//! Locks: `CACHES` (the registry), taken alone to register, and after `GC_HEAP` by the
+//! collector and by a cache at thread exit.
+
+use super::heap::{find_object, GC_HEAP};
+use crate::size_class::{self, NUM_CLASSES};
+use crate::sync::Mutex;
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
+
+/// Bytes a refill reserves at most (and at least one object).
+const REFILL_BYTES: usize = 8 << 10;
+/// Objects a refill reserves at most.
+const REFILL_OBJECTS: usize = 32;
+
+/// One thread's cached slots: a list head and a count per (noscan, size class).
+pub struct GcCache {
+    lists: [[*mut u8; NUM_CLASSES]; 2],
+    /// Slots on each list (written by the owner only; read by `stats`).
+    counts: [[AtomicU32; NUM_CLASSES]; 2],
+    registered: bool,
+    next: *mut GcCache,
+    prev: *mut GcCache,
+}
+
+/// The registry: a doubly linked list of the registered caches.
+struct Registry {
+    head: *mut GcCache,
+}
+
+// SAFETY: the pointers are thread-locals of live threads, used under the registry's lock (and,
+// for another thread's cache, only while that thread is stopped).
+unsafe impl Send for Registry {}
+
+static CACHES: Mutex<Registry> = Mutex::new(Registry {
+    head: ptr::null_mut(),
+});
+
+/// The thread-local wrapper whose destructor gives the slots back.
+struct Local(UnsafeCell<GcCache>);
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let c = self.0.get();
+        // SAFETY: our own cache, at thread exit: nothing else of this thread runs.
+        unsafe { give_back(c) };
+    }
+}
+
+std::thread_local! {
+    static CACHE: Local = const {
+        Local(UnsafeCell::new(GcCache {
+            lists: [[ptr::null_mut(); NUM_CLASSES]; 2],
+            counts: [const { [const { AtomicU32::new(0) }; NUM_CLASSES] }; 2],
+            registered: false,
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+        }))
+    };
+}
+
+/// How many slots a refill of `class` reserves.
+fn batch(class: usize) -> usize {
+    (REFILL_BYTES / size_class::class_size(class)).clamp(1, REFILL_OBJECTS)
+}
+
+/// A zeroed small object of `class` for this thread, and whether the heap reached its goal
+/// (the caller then runs a cycle). Falls back to the locked path when the thread-local is gone
+/// (during thread exit).
+#[inline]
+pub fn alloc(class: usize, noscan: bool, goal: usize) -> (*mut u8, bool) {
+    let Ok(c) = CACHE.try_with(|l| l.0.get()) else {
+        let mut h = GC_HEAP.lock();
+        let p = h.alloc_class(class, 0, noscan);
+        return (p, h.stats.live >= goal);
+    };
+    let n = noscan as usize;
+    // SAFETY: this thread's own cache; only this thread writes it (the collector reads it
+    // while this thread is stopped).
+    unsafe {
+        let head = (*c).lists[n][class];
+        if !head.is_null() {
+            let next = head.cast::<*mut u8>().read();
+            (*c).lists[n][class] = next;
+            // The new head is stored before the link is cleared (see the module docs).
+            compiler_fence(Ordering::SeqCst);
+            head.cast::<*mut u8>().write(ptr::null_mut());
+            let k = &(*c).counts[n][class];
+            k.store(k.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            return (head, false);
+        }
+        refill(c, class, noscan, goal)
+    }
+}
+
+/// Reserves a batch of slots under `GC_HEAP`, publishes all but one on the list, and hands
+/// that one out.
+///
+/// # Safety
+/// `c` is this thread's cache and its list for `(noscan, class)` is empty.
+#[cold]
+unsafe fn refill(c: *mut GcCache, class: usize, noscan: bool, goal: usize) -> (*mut u8, bool) {
+    // SAFETY: precondition: our own cache.
+    if unsafe { !(*c).registered } {
+        // SAFETY: as above.
+        unsafe { register(c) };
+    }
+    let n = noscan as usize;
+    let mut h = GC_HEAP.lock();
+    let mut first: *mut u8 = ptr::null_mut();
+    let mut head: *mut u8 = ptr::null_mut();
+    let mut count = 0u32;
+    h.alloc_batch(class, noscan, batch(class), |p| {
+        if first.is_null() {
+            first = p;
+        } else {
+            // SAFETY: a fresh zeroed slot of ours: its first word becomes the link.
+            unsafe { p.cast::<*mut u8>().write(head) };
+            head = p;
+            count += 1;
+        }
+    });
+    if first.is_null() {
+        return (first, false);
+    }
+    // SAFETY: our own cache; published before the lock is released (see the module docs).
+    unsafe {
+        (*c).lists[n][class] = head;
+        (*c).counts[n][class].store(count, Ordering::Relaxed);
+    }
+    let over = h.stats.live >= goal;
+    drop(h);
+    (first, over)
+}
+
+/// Adds this thread's cache to the registry.
+///
+/// # Safety
+/// `c` is the calling thread's cache.
+unsafe fn register(c: *mut GcCache) {
+    let mut r = CACHES.lock();
+    // SAFETY: precondition; the registry's records are live caches, under its lock.
+    unsafe {
+        (*c).registered = true;
+        (*c).prev = ptr::null_mut();
+        (*c).next = r.head;
+        if !r.head.is_null() {
+            (*r.head).prev = c;
+        }
+    }
+    r.head = c;
+}
+
+/// At thread exit: gives every cached slot back and leaves the registry.
+///
+/// # Safety
+/// `c` is the exiting thread's cache.
+unsafe fn give_back(c: *mut GcCache) {
+    // SAFETY: precondition.
+    if unsafe { !(*c).registered } {
+        return;
+    }
+    let mut h = GC_HEAP.lock();
+    for n in 0..2 {
+        for class in 1..NUM_CLASSES {
+            // SAFETY: our own cache's lists of reserved slots, nobody else's.
+            unsafe {
+                let mut p = (*c).lists[n][class];
+                while !p.is_null() {
+                    let next = p.cast::<*mut u8>().read();
+                    p.cast::<*mut u8>().write(ptr::null_mut());
+                    h.unreserve(p);
+                    p = next;
+                }
+                (*c).lists[n][class] = ptr::null_mut();
+                (*c).counts[n][class].store(0, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut r = CACHES.lock();
+    // SAFETY: `c` and its neighbours are registered caches, under the registry's lock.
+    unsafe {
+        if (*c).prev.is_null() {
+            r.head = (*c).next;
+        } else {
+            (*(*c).prev).next = (*c).next;
+        }
+        if !(*c).next.is_null() {
+            (*(*c).next).prev = (*c).prev;
+        }
+        (*c).registered = false;
+    }
+    drop(r);
+    drop(h);
+}
+
+/// The registry, locked (by the collector, before the world stops).
+pub struct Caches(crate::sync::MutexGuard<'static, Registry>);
+
+pub fn lock() -> Caches {
+    Caches(CACHES.lock())
+}
+
+impl Caches {
+    /// Marks every cached slot of every thread, so the sweep keeps them. The world is
+    /// stopped (or the caches' threads otherwise quiet) and `GC_HEAP` held.
+    pub fn mark_all(&self) {
+        self.for_each_slot(|p| {
+            if let Some((g, i)) = find_object(p.addr()) {
+                // SAFETY: a live record, under `GC_HEAP`, held by the caller.
+                unsafe { (*g).set_mark(i) };
+            }
+        });
+    }
+
+    /// Cached slots and their bytes, over all threads (read racily: for statistics).
+    pub fn totals(&self) -> (u64, usize) {
+        let (mut n, mut bytes) = (0u64, 0usize);
+        let mut c = self.0.head;
+        while !c.is_null() {
+            // SAFETY: a registered cache, under the registry's lock; the counts are atomics.
+            let counts = unsafe { &(*c).counts };
+            for list in counts {
+                for (class, cnt) in list.iter().enumerate().skip(1) {
+                    let m = cnt.load(Ordering::Relaxed) as usize;
+                    n += m as u64;
+                    bytes += m * size_class::class_size(class);
+                }
+            }
+            // SAFETY: as above.
+            c = unsafe { (*c).next };
+        }
+        (n, bytes)
+    }
+
+    fn for_each_slot(&self, mut f: impl FnMut(*mut u8)) {
+        let mut c = self.0.head;
+        while !c.is_null() {
+            // SAFETY: a registered cache under the registry's lock whose thread is stopped or
+            // is the caller; its lists are made of reserved slots linked by their first word.
+            unsafe {
+                for n in 0..2 {
+                    for class in 1..NUM_CLASSES {
+                        let mut p = (*c).lists[n][class];
+                        while !p.is_null() {
+                            f(p);
+                            p = ptr::read_volatile(p.cast::<*mut u8>());
+                        }
+                    }
+                }
+                c = (*c).next;
+            }
+        }
+    }
+}
+
+/// The registry's lock, for the fork handlers.
+pub fn lock_ref() -> &'static dyn crate::sync::RawLock {
+    &CACHES
+}
+
+/// In a `fork` child: only the forking thread's cache stays registered (the others' threads
+/// do not exist there).
+pub fn reset_after_fork_child() {
+    let me = CACHE.try_with(|l| l.0.get()).unwrap_or(ptr::null_mut());
+    let mut r = CACHES.lock();
+    r.head = ptr::null_mut();
+    // SAFETY: our own cache, in the child's only thread.
+    unsafe {
+        if !me.is_null() && (*me).registered {
+            (*me).next = ptr::null_mut();
+            (*me).prev = ptr::null_mut();
+            r.head = me;
+        }
+    }
+}
