@@ -16,6 +16,8 @@
 //! idling (sampled every 20 ms, stopping early once back within 2 MiB of the start). The driver
 //! adds CPU time and peak RSS from `wait4`'s rusage.
 
+#[cfg(feature = "gc")]
+pub mod gcprog;
 pub mod workloads;
 
 use std::time::{Duration, Instant};
