@@ -5,7 +5,7 @@ stop-the-world pause and peak RSS (medians over --reps, implementations in rotat
 repetition), ratios to Boehm and Go, and the collector issue's targets. Every run's check output
 must be identical across implementations (exits 1 otherwise). Run through ci/gc-compare.sh,
 which builds the programs into --dir."""
-import argparse, os, statistics, subprocess, sys
+import argparse, os, re, statistics, subprocess, sys
 
 p = argparse.ArgumentParser()
 p.add_argument("--dir", required=True, help="folder with the built programs")
@@ -33,7 +33,9 @@ def run(prog, impl, t):
     name, prefix, extra = impl
     cmd = [f"{d}/{prog}-{prefix}", "--depth", str(depth[prog]), "--threads", str(t),
            "--live-mib", str(a.live_mib)] + extra
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # gomalloc's gctrace (a line per cycle on stderr) says where its collection time goes.
+    e = dict(env, GOMALLOC_DEBUG="gctrace=1") if prefix == "gomalloc" else env
+    r = subprocess.run(cmd, env=e, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"FAIL: {' '.join(cmd)} exited {r.returncode}: {r.stderr[-800:]}")
     lines = r.stdout.splitlines()
@@ -41,7 +43,11 @@ def run(prog, impl, t):
     if len(res) != 1:
         sys.exit(f"FAIL: {' '.join(cmd)} printed {len(res)} RESULT lines")
     kv = dict(f.split("=", 1) for f in res[0].split()[1:])
-    return [l for l in lines if not l.startswith("RESULT ")], {k: float(kv[k]) for k in FIELDS}
+    out = {k: float(kv[k]) for k in FIELDS}
+    cyc = re.findall(r"^gc \d+ .*?: 0\+([\d.]+)\+([\d.]+) ms clock", r.stderr, re.M)
+    out["mark_ms"] = sum(float(m) for m, _ in cyc)
+    out["sweep_ms"] = sum(float(s) for _, s in cyc)
+    return [l for l in lines if not l.startswith("RESULT ")], out
 
 cases = [(pr, t) for pr in programs for t in threads]
 res = {(c, i[0]): [] for c in cases for i in impls}
@@ -61,13 +67,14 @@ for rep in range(a.reps):
 print(f"check output identical across {len(impls)} implementations in every run "
       f"({a.reps} repetitions x {len(cases)} cases)")
 
+FIELDS += ["mark_ms", "sweep_ms"]
 med = {key: {f: statistics.median(r[f] for r in v) for f in FIELDS} for key, v in res.items()}
 names = [i[0] for i in impls]
 
 sep = " | " if a.markdown else "  "
 def row(cells, w=15):
     print(("| " + sep.join(cells) + " |") if a.markdown else
-          sep.join(f"{c:<{w}}" if j == 0 else f"{c:>{10}}" for j, c in enumerate(cells)))
+          sep.join(f"{c:<{w}}" if j == 0 else f"{c:>12}" for j, c in enumerate(cells)))
 def rule(n):
     if a.markdown:
         print("|---|" + "---:|" * (n - 1))
@@ -92,6 +99,17 @@ for case in cases:
         if a.live_mib:
             cells.append(f"{m['peak_rss_kib'] / 1024 / a.live_mib:.2f}")
         row(cells)
+
+# Where gomalloc's collection time goes (gctrace: every phase stops the world at this stage).
+print(f"\ngomalloc's cycles from gctrace (median of {a.reps}): mark (roots + mark) and sweep, ms")
+row(["case", "wall ms", "cycles", "mark ms", "sweep ms", "GC % of wall"], 36)
+rule(6)
+for case in cases:
+    for n in ("gomalloc", "gomalloc-noscan"):
+        m = med[(case, n)]
+        row([f"{case[0]} t={case[1]} {n}", f"{m['wall_ms']:.0f}", f"{m['num_gc']:.0f}",
+             f"{m['mark_ms']:.0f}", f"{m['sweep_ms']:.0f}",
+             f"{100 * (m['mark_ms'] + m['sweep_ms']) / m['wall_ms']:.0f}"], 36)
 
 # The targets of the collector issue, for gomalloc's two root modes.
 print()
