@@ -84,6 +84,10 @@ pub fn percentile(sorted: &[u64], p: u64) -> u64 {
     sorted[(rank - 1) as usize]
 }
 
+/// Where the pause percentiles come from: `last` (only the last pause is known, so
+/// ci/gc/compare.py takes them from gctrace instead).
+const PAUSE_SRC: &str = "last";
+
 /// TEMPORARY until GcStats::pause_ns lands: only the last pause.
 fn recent_pauses(s: &gomalloc::gc::GcStats) -> Vec<u64> {
     if s.num_gc == 0 {
@@ -103,7 +107,7 @@ pub fn report(prog: &str, o: &GcOpts, t0: Instant) {
     println!(
         "RESULT impl=gomalloc prog={prog} depth={} threads={} live_mib={} scan_malloc={} \
          wall_ms={:.1} num_gc={} pause_max_us={:.1} pause_median_us={:.1} pause_p99_us={:.1} \
-         pause_total_ms={:.1} peak_rss_kib={}",
+         pause_total_ms={:.1} peak_rss_kib={} pause_src={PAUSE_SRC}",
         o.depth,
         o.threads,
         o.live_mib,

@@ -47,6 +47,13 @@ def run(prog, impl, t):
     cyc = re.findall(r"^gc \d+ .*?: 0\+([\d.]+)\+([\d.]+) ms clock", r.stderr, re.M)
     out["mark_ms"] = sum(float(m) for m, _ in cyc)
     out["sweep_ms"] = sum(float(s) for _, s in cyc)
+    if kv.get("pause_src") == "last":
+        # The program knew only its last pause: take the last 256 cycles' from gctrace, where
+        # a cycle's whole time (mark + sweep, 10 us resolution) is its pause at this stage.
+        ps = sorted((float(m) + float(s)) * 1000 for m, s in cyc[-256:])
+        pct = lambda q: ps[max(1, -(-q * len(ps) // 100)) - 1] if ps else 0.0
+        out.update(pause_max_us=ps[-1] if ps else 0.0, pause_median_us=pct(50),
+                   pause_p99_us=pct(99))
     return [l for l in lines if not l.startswith("RESULT ")], out
 
 cases = [(pr, t) for pr in programs for t in threads]
