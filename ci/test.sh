@@ -3,10 +3,11 @@
 #   bash ci/test.sh
 # Steps: format and lint, the unit + integration + doc tests in release mode (the integration
 # test binaries run on GoMalloc as their global allocator), the same again with the checking
-# mode (feature `checked`), the loom models, the C ABI (feature `c-abi`: its tests, and real
-# programs from Debian's packages under LD_PRELOAD, installed through apt), and the callgrind
-# count of the fast path when valgrind is present; with CI=true also the sanitizers (ASan, TSan,
-# memcheck), Miri and 60 s of fuzzing.
+# mode (feature `checked`), the collector (feature `gc`: its tests, and binary-trees and GCBench
+# beside Boehm GC and Go, ci/gc-compare.sh --quick), the loom models, the C ABI (feature
+# `c-abi`: its tests, and real programs from Debian's packages under LD_PRELOAD, installed
+# through apt), and the callgrind count of the fast path when valgrind is present; with CI=true
+# also the sanitizers (ASan, TSan, memcheck), Miri and 60 s of fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -40,11 +41,18 @@ step "checking mode: cargo test --release --features checked (every test, plus t
 cargo clippy -p gomalloc --all-targets --features checked -- -D warnings
 cargo test --release -p gomalloc --features checked 2>&1 | tee -a "$log"
 
-step "collector: feature gc (tests/gc.rs, doc tests)"
+step "collector: feature gc (tests/gc.rs, doc tests, benchmarks beside Boehm GC and Go)"
 cargo clippy -p gomalloc --all-targets --features gc -- -D warnings
+cargo clippy -p gomalloc-bench --all-targets --features gc -- -D warnings
 CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --test gc --lib 2>&1 |
   tee -a "$log"
 CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --doc gc 2>&1 | tee -a "$log"
+# binary-trees and GCBench at small sizes, threads 1 and 2, on gomalloc, Boehm GC and Go: check
+# outputs identical, a cycle ran while 2 threads allocated (installs gcc, libgc-dev, golang-go,
+# python3 through apt when missing; about 10 s after its build into target/gc).
+CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc-bench --features gc --lib 2>&1 |
+  tee -a "$log"
+bash ci/gc-compare.sh --quick
 
 step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=2})"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS CARGO_TARGET_DIR=target/loom \

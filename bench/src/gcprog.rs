@@ -6,9 +6,12 @@
 //! Output contract (all three implementations): the program's check lines on stdout, identical
 //! for the same options whatever the collector, then one line
 //! `RESULT impl=.. prog=.. depth=.. threads=.. live_mib=.. scan_malloc=.. wall_ms=.. num_gc=..
-//! pause_max_us=.. pause_median_us=.. pause_p99_us=.. pause_total_ms=.. peak_rss_kib=..`.
-//! Pause percentiles are nearest-rank over the most recent (at most 256) cycles' pauses.
+//! pause_max_us=.. pause_median_us=.. pause_p99_us=.. pause_total_ms=.. peak_rss_kib=..`
+//! (gomalloc adds `gc_cpu_pct=..`, `GcStats::gc_cpu_fraction` in %, and `threaded_gc=..`, the
+//! cycles that completed while `--threads` workers ran). Pause percentiles are nearest-rank
+//! over the most recent (at most 256) cycles' pauses.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Command-line options shared by both programs.
@@ -84,17 +87,29 @@ pub fn percentile(sorted: &[u64], p: u64) -> u64 {
     sorted[(rank - 1) as usize]
 }
 
-/// Where the pause percentiles come from: `last` (only the last pause is known, so
-/// ci/gc/compare.py takes them from gctrace instead).
-const PAUSE_SRC: &str = "last";
-
-/// TEMPORARY until GcStats::pause_ns lands: only the last pause.
+/// The pauses of the most recent (at most 256) cycles, from `GcStats::pause_ns`, Go's circular
+/// buffer (cycle k's pause at `(k - 1) % 256`, the latest at `(num_gc + 255) % 256`).
 fn recent_pauses(s: &gomalloc::gc::GcStats) -> Vec<u64> {
-    if s.num_gc == 0 {
-        vec![]
-    } else {
-        vec![s.last_pause_ns]
-    }
+    let len = s.pause_ns.len();
+    let n = s.num_gc.min(len as u64) as usize;
+    let newest = (s.num_gc as usize + len - 1) % len;
+    (0..n)
+        .map(|k| s.pause_ns[(newest + len - k) % len])
+        .collect()
+}
+
+/// Cycles that completed inside [`threaded`].
+static THREADED_GC: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f` (which starts the worker threads and joins them) and counts the cycles that
+/// completed meanwhile, for the `RESULT` line's `threaded_gc`: evidence that the collector
+/// runs, stopping every thread, while several threads allocate.
+pub fn threaded<R>(f: impl FnOnce() -> R) -> R {
+    let before = gomalloc::gc::stats().num_gc;
+    let r = f();
+    let n = gomalloc::gc::stats().num_gc - before;
+    THREADED_GC.fetch_add(n, Ordering::Relaxed);
+    r
 }
 
 /// Prints the `RESULT` line for a run that started at `t0`.
@@ -107,7 +122,7 @@ pub fn report(prog: &str, o: &GcOpts, t0: Instant) {
     println!(
         "RESULT impl=gomalloc prog={prog} depth={} threads={} live_mib={} scan_malloc={} \
          wall_ms={:.1} num_gc={} pause_max_us={:.1} pause_median_us={:.1} pause_p99_us={:.1} \
-         pause_total_ms={:.1} peak_rss_kib={} pause_src={PAUSE_SRC}",
+         pause_total_ms={:.1} peak_rss_kib={} gc_cpu_pct={:.1} threaded_gc={}",
         o.depth,
         o.threads,
         o.live_mib,
@@ -119,6 +134,8 @@ pub fn report(prog: &str, o: &GcOpts, t0: Instant) {
         us(percentile(&p, 99)),
         s.pause_total_ns as f64 / 1e6,
         peak_rss_kib(),
+        s.gc_cpu_fraction * 100.0,
+        THREADED_GC.load(Ordering::Relaxed),
     );
 }
 
@@ -140,6 +157,23 @@ mod tests {
         assert_eq!(percentile(&v, 99), 99);
         assert_eq!(percentile(&v, 100), 100);
         assert_eq!(percentile(&[1, 2, 3, 4], 50), 2);
+    }
+
+    #[test]
+    fn pause_ring_newest_first() {
+        let mut s = gomalloc::gc::GcStats::default();
+        assert!(recent_pauses(&s).is_empty());
+        s.num_gc = 3;
+        s.pause_ns[..3].copy_from_slice(&[10, 20, 30]);
+        assert_eq!(recent_pauses(&s), [30, 20, 10]);
+        // 300 cycles: cycle k's pause (k) at (k - 1) % 256; the last 256 are cycles 45..=300.
+        s.num_gc = 300;
+        for k in 1..=300u64 {
+            s.pause_ns[((k - 1) % 256) as usize] = k;
+        }
+        let p = recent_pauses(&s);
+        assert_eq!(p.len(), 256);
+        assert_eq!((p[0], p[255]), (300, 45));
     }
 
     #[test]

@@ -16,6 +16,9 @@ p.add_argument("--live-mib", type=int, default=0, help="extra live heap held dur
 p.add_argument("--threads", default="1", help="comma-separated thread counts")
 p.add_argument("--programs", default="binarytrees,gcbench")
 p.add_argument("--markdown", action="store_true")
+p.add_argument("--expect-threaded-gc", action="store_true",
+               help="fail unless every gomalloc run with threads > 1 completed a cycle while "
+               "its workers ran (--quick sets it; its sizes give several such cycles)")
 a = p.parse_args()
 
 d = os.path.abspath(a.dir)
@@ -28,6 +31,7 @@ depth = {"binarytrees": a.bt_depth, "gcbench": a.gcb_depth}
 env = dict(os.environ, GOGC="100", GOMALLOC_GOGC="100")
 FIELDS = ["wall_ms", "num_gc", "pause_max_us", "pause_median_us", "pause_p99_us",
           "pause_total_ms", "peak_rss_kib"]
+EXTRA = ["gc_cpu_pct", "threaded_gc"]
 
 def run(prog, impl, t):
     name, prefix, extra = impl
@@ -44,16 +48,19 @@ def run(prog, impl, t):
         sys.exit(f"FAIL: {' '.join(cmd)} printed {len(res)} RESULT lines")
     kv = dict(f.split("=", 1) for f in res[0].split()[1:])
     out = {k: float(kv[k]) for k in FIELDS}
-    cyc = re.findall(r"^gc \d+ .*?: 0\+([\d.]+)\+([\d.]+) ms clock", r.stderr, re.M)
-    out["mark_ms"] = sum(float(m) for m, _ in cyc)
-    out["sweep_ms"] = sum(float(s) for _, s in cyc)
-    if kv.get("pause_src") == "last":
-        # The program knew only its last pause: take the last 256 cycles' from gctrace, where
-        # a cycle's whole time (mark + sweep, 10 us resolution) is its pause at this stage.
-        ps = sorted((float(m) + float(s)) * 1000 for m, s in cyc[-256:])
-        pct = lambda q: ps[max(1, -(-q * len(ps) // 100)) - 1] if ps else 0.0
-        out.update(pause_max_us=ps[-1] if ps else 0.0, pause_median_us=pct(50),
-                   pause_p99_us=pct(99))
+    # gomalloc only: GcStats::gc_cpu_fraction (%) and the cycles that ran while the workers did.
+    out.update({k: float(kv.get(k, 0)) for k in EXTRA})
+    # gctrace: `gc N @Ts P%: S+0+M ms clock, ...`, S the time to stop the threads and M the
+    # stopped-world mark; the pause is S+M. The sweep runs after the world resumes and is not
+    # in the line, so it is not reported on its own (gc_cpu_pct includes it).
+    cyc = re.findall(r"^gc \d+ @[\d.]+s \d+%: ([\d.]+)\+0\+([\d.]+) ms clock", r.stderr, re.M)
+    if prefix == "gomalloc" and len(cyc) != out["num_gc"]:
+        sys.exit(f"FAIL: {' '.join(cmd)}: {len(cyc)} gctrace lines for {out['num_gc']:.0f} cycles")
+    if a.expect_threaded_gc and prefix == "gomalloc" and t > 1 and out["threaded_gc"] < 1:
+        sys.exit(f"FAIL: {' '.join(cmd)}: no cycle completed while the {t} worker threads ran "
+                 f"({out['num_gc']:.0f} cycles in all)")
+    out["stop_ms"] = sum(float(st) for st, _ in cyc)
+    out["mark_ms"] = sum(float(m) for _, m in cyc)
     return [l for l in lines if not l.startswith("RESULT ")], out
 
 cases = [(pr, t) for pr in programs for t in threads]
@@ -74,7 +81,7 @@ for rep in range(a.reps):
 print(f"check output identical across {len(impls)} implementations in every run "
       f"({a.reps} repetitions x {len(cases)} cases)")
 
-FIELDS += ["mark_ms", "sweep_ms"]
+FIELDS += EXTRA + ["stop_ms", "mark_ms"]
 med = {key: {f: statistics.median(r[f] for r in v) for f in FIELDS} for key, v in res.items()}
 names = [i[0] for i in impls]
 
@@ -107,16 +114,22 @@ for case in cases:
             cells.append(f"{m['peak_rss_kib'] / 1024 / a.live_mib:.2f}")
         row(cells)
 
-# Where gomalloc's collection time goes (gctrace: every phase stops the world at this stage).
-print(f"\ngomalloc's cycles from gctrace (median of {a.reps}): mark (roots + mark) and sweep, ms")
-row(["case", "wall ms", "cycles", "mark ms", "sweep ms", "GC % of wall"], 36)
-rule(6)
+# Where gomalloc's collection time goes, from gctrace: each pause is stop (S: signal every
+# thread, wait until all are parked) + mark (M: roots and the whole mark, world stopped).
+print(f"\ngomalloc's cycles (median of {a.reps}); from gctrace: stop = time to stop the threads, "
+      f"mark = stopped-world roots + mark (ms), pause % = (stop + mark) / wall;\n"
+      f"GC CPU % = GcStats::gc_cpu_fraction (pauses x CPUs + the sweep, which runs after the "
+      f"world resumes and is not in gctrace, over elapsed x CPUs); threaded = cycles completed "
+      f"while the --threads workers ran")
+row(["case", "wall ms", "cycles", "threaded", "stop ms", "mark ms", "pause %", "GC CPU %"], 36)
+rule(8)
 for case in cases:
     for n in ("gomalloc", "gomalloc-noscan"):
         m = med[(case, n)]
         row([f"{case[0]} t={case[1]} {n}", f"{m['wall_ms']:.0f}", f"{m['num_gc']:.0f}",
-             f"{m['mark_ms']:.0f}", f"{m['sweep_ms']:.0f}",
-             f"{100 * (m['mark_ms'] + m['sweep_ms']) / m['wall_ms']:.0f}"], 36)
+             f"{m['threaded_gc']:.0f}", f"{m['stop_ms']:.1f}", f"{m['mark_ms']:.0f}",
+             f"{100 * (m['stop_ms'] + m['mark_ms']) / m['wall_ms']:.0f}",
+             f"{m['gc_cpu_pct']:.0f}"], 36)
 
 # The targets of the collector issue, for gomalloc's two root modes.
 print()

@@ -6,9 +6,10 @@
 //! of depth N+1, a long-lived tree of depth N, then for each depth d = 4, 6, .., N
 //! 2^(N - d + 4) short-lived trees, each built bottom-up and its nodes counted. With
 //! `--threads T` the short-lived trees of each depth are shared out over T threads, each
-//! building its own (the collector skips cycles while more than one thread uses its heap at
-//! this stage, so measure T = 1). `--live-mib L` keeps L MiB (counted as 16-byte nodes) of extra
-//! trees live for the whole run. Ends with the `RESULT` line of `gomalloc_bench::gcprog`.
+//! building its own; cycles then stop and scan every thread (the workers and the main thread,
+//! blocked in `join` and holding the long-lived tree and the live heap). `--live-mib L` keeps
+//! L MiB (counted as 16-byte nodes) of extra trees live for the whole run. Ends with the
+//! `RESULT` line of `gomalloc_bench::gcprog`.
 
 #[global_allocator]
 static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;
@@ -72,13 +73,15 @@ fn short_lived(iterations: usize, d: u32, threads: usize) -> u64 {
     if threads == 1 {
         return work(iterations);
     }
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || work(gcprog::share(iterations, threads, t))))
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("worker panicked"))
-            .sum()
+    gcprog::threaded(|| {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| s.spawn(move || work(gcprog::share(iterations, threads, t))))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("worker panicked"))
+                .sum()
+        })
     })
 }
 

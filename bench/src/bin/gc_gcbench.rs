@@ -7,7 +7,9 @@
 //!
 //! `gc-gcbench [--depth N] [--threads N] [--live-mib L] [--no-scan-malloc]` (N = 16 is the
 //! original): with `--threads T` each depth's trees are shared out over T threads, each
-//! building its own; `--live-mib L` keeps L MiB (counted as 24-byte nodes) of extra trees live
+//! building its own (`Node` mutates through `Cell`, so it is not `Sync` and no `Gc<Node>`
+//! crosses threads: the long-lived tree, array and live heap stay on the main thread, which
+//! cycles stop and scan while it waits in `join`); `--live-mib L` keeps L MiB (counted as 24-byte nodes) of extra trees live
 //! for the whole run, so that the churn runs against a large live heap. Ends with the
 //! `RESULT` line of `gomalloc_bench::gcprog`.
 
@@ -119,13 +121,15 @@ fn time_construction(depth: u32, stretch: u32, threads: usize) {
     let (top, bottom) = if threads == 1 {
         construct(iters, depth)
     } else {
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|t| s.spawn(move || construct(gcprog::share(iters, threads, t), depth)))
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("worker panicked"))
-                .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)))
+        gcprog::threaded(|| {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|t| s.spawn(move || construct(gcprog::share(iters, threads, t), depth)))
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h.join().expect("worker panicked"))
+                    .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)))
+            })
         })
     };
     println!("\tTop down construction: last tree has {top} nodes");
