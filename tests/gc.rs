@@ -660,6 +660,7 @@ fn memstats_has_gc_fields() {
     let g = gc::stats();
     let m = gomalloc::stats();
     assert!(m.num_gc >= g.num_gc && m.num_gc > 0);
+    assert!(g.sweep_total_ns > 0, "no sweep time recorded");
     let last = m.pause_ns[((m.num_gc + 255) % 256) as usize];
     assert!(last > 0 && last <= m.pause_total_ns);
     assert!(

@@ -534,12 +534,16 @@ pub struct GcStats {
     pub gc_cpu_fraction: f64,
     /// Threads stopped by the last cycle (the collector's own not counted).
     pub last_stopped_threads: u64,
-    /// Bytes of live GC objects (slot sizes) and of GC spans, now.
+    /// Total time spent sweeping, after the world resumed (not in the pauses or in gctrace).
+    pub sweep_total_ns: u64,
+    /// Bytes of allocated GC slots (slot sizes), including the slots that threads' caches
+    /// hold reserved (at most 8 KiB per size class and thread, as Go counts whole cached
+    /// spans), and of GC spans, now.
     pub heap_live: usize,
     pub heap_spans: usize,
     /// Bytes at which the next cycle starts (Go's NextGC).
     pub next_gc: usize,
-    /// GC objects allocated and freed since the start.
+    /// GC objects handed out and freed since the start (reserved slots not counted).
     pub mallocs: u64,
     pub frees: u64,
 }
@@ -555,6 +559,7 @@ impl Default for GcStats {
             last_gc: 0,
             gc_cpu_fraction: 0.0,
             last_stopped_threads: 0,
+            sweep_total_ns: 0,
             heap_live: 0,
             heap_spans: 0,
             next_gc: 0,
@@ -574,6 +579,7 @@ struct Totals {
     last_gc: u64,
     gc_cpu_ns: u64,
     last_stopped_threads: u64,
+    sweep_total_ns: u64,
 }
 
 static STATS: Mutex<Totals> = Mutex::new(Totals {
@@ -585,6 +591,7 @@ static STATS: Mutex<Totals> = Mutex::new(Totals {
     last_gc: 0,
     gc_cpu_ns: 0,
     last_stopped_threads: 0,
+    sweep_total_ns: 0,
 });
 
 /// Online CPUs (at least 1), read once.
@@ -632,6 +639,7 @@ pub fn stats() -> GcStats {
             0.0
         },
         last_stopped_threads: t.last_stopped_threads,
+        sweep_total_ns: t.sweep_total_ns,
         heap_live: h.live,
         heap_spans: h.spans,
         next_gc: NEXT_GC.load(Ordering::Relaxed),
@@ -746,6 +754,7 @@ fn record(t: &Times, why: Trigger) -> u64 {
     s.last_gc = now;
     s.gc_cpu_ns += pause * ncpu() + sweep;
     s.last_stopped_threads = t.threads as u64;
+    s.sweep_total_ns += sweep;
     s.num_gc
 }
 
