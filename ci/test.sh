@@ -47,6 +47,11 @@ cargo clippy -p gomalloc-bench --all-targets --features gc -- -D warnings
 CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --test gc --lib 2>&1 |
   tee -a "$log"
 CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --doc gc 2>&1 | tee -a "$log"
+# The mark without workers (serial) and with three (more than this machine's CPUs may give).
+for workers in 0 3; do
+  GOMALLOC_GC_WORKERS=$workers CARGO_TARGET_DIR=target/gc \
+    cargo test --release -p gomalloc --features gc --test gc 2>&1 | tee -a "$log"
+done
 # binary-trees and GCBench at small sizes, threads 1 and 2, on gomalloc, Boehm GC and Go: check
 # outputs identical, a cycle ran while 2 threads allocated (installs gcc, libgc-dev, golang-go,
 # python3 through apt when missing; about 10 s after its build into target/gc).

@@ -64,6 +64,19 @@ impl GcSpan {
         self.mark[i / 64] & (1 << (i % 64)) != 0
     }
 
+    /// Sets mark bit `i` unless set; true if this call set it. Atomic, for parallel markers
+    /// (every other access to the mark bits happens while no marker runs).
+    #[inline]
+    pub fn try_mark(&mut self, i: usize) -> bool {
+        let bit = 1u64 << (i % 64);
+        // SAFETY: an aligned u64 of this record, accessed atomically by every marker.
+        let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(&mut self.mark[i / 64]) };
+        if word.load(core::sync::atomic::Ordering::Relaxed) & bit != 0 {
+            return false;
+        }
+        word.fetch_or(bit, core::sync::atomic::Ordering::Relaxed) & bit == 0
+    }
+
     #[inline]
     pub fn set_mark(&mut self, i: usize) {
         self.mark[i / 64] |= 1 << (i % 64);

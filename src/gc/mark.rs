@@ -16,7 +16,9 @@
 
 use super::heap::find_object;
 use crate::os;
+use crate::sync::Mutex;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 const WORD: usize = core::mem::size_of::<usize>();
 
@@ -33,6 +35,10 @@ pub struct GreyStack {
     pub overflowed: bool,
 }
 
+// SAFETY: the stack owns its mapping; the ranges it holds are addresses of GC objects, read
+// only by markers while the collector's locks keep the objects allocated.
+unsafe impl Send for GreyStack {}
+
 impl GreyStack {
     pub const fn new() -> Self {
         GreyStack {
@@ -41,6 +47,11 @@ impl GreyStack {
             cap: 0,
             overflowed: false,
         }
+    }
+
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
     fn push(&mut self, start: *const u8, len: usize) {
@@ -104,10 +115,9 @@ pub fn mark_word(w: usize, grey: &mut GreyStack) {
     if let Some((g, i)) = find_object(w) {
         // SAFETY: `find_object` returned a live record under the lock our caller holds.
         unsafe {
-            if (*g).is_marked(i) {
+            if !(*g).try_mark(i) {
                 return;
             }
-            (*g).set_mark(i);
             if !(*g).noscan {
                 grey.push((*g).object(i), (*g).size);
             }
@@ -138,9 +148,16 @@ pub unsafe fn scan_range(start: *const u8, len: usize, grey: &mut GreyStack) {
 /// objects later, so its cache miss overlaps with the scans in between instead of stalling
 /// the first load. The order of scanning does not matter for the result.
 pub fn drain(grey: &mut GreyStack) {
+    drain_sharing(grey, false);
+}
+
+/// As [`drain`]; with `share`, every 64 scans half of a long local stack goes to the shared
+/// pool while the pool runs low, for idle mark workers to take.
+fn drain_sharing(grey: &mut GreyStack, share: bool) {
     const PREFETCH: usize = 8;
     let mut fifo: [Range; PREFETCH] = [(ptr::null(), 0); PREFETCH];
     let (mut head, mut len) = (0usize, 0usize);
+    let mut scans = 0u32;
     loop {
         if len < PREFETCH {
             if let Some(r) = grey.pop() {
@@ -158,7 +175,215 @@ pub fn drain(grey: &mut GreyStack) {
         len -= 1;
         // SAFETY: a grey object is an allocated GC object: its memory is ours and readable.
         unsafe { scan_range(start, n, grey) };
+        scans = scans.wrapping_add(1);
+        if share && scans % 64 == 0 && grey.len() > 64 && POOL_LEN.load(Ordering::Relaxed) < 256 {
+            give(grey);
+        }
     }
+}
+
+// ---- parallel marking ----------------------------------------------------------------------
+//
+// While the world is stopped, the collector and up to `MAX_WORKERS` helper threads ("mark
+// workers", started on the first cycle, one fewer than the CPUs) drain the grey objects
+// together, as Boehm's parallel marker does. Each has its own grey stack; a long stack gives
+// half of its entries to a shared pool, from which a marker whose stack ran empty takes a
+// batch. Mark bits are set with an atomic or (`GcSpan::try_mark`), so two markers never both
+// queue an object. The workers block every signal and are never stopped (`stw::EXEMPT`); they
+// take no lock but the pool's, which no stopped thread can hold.
+//
+// Termination: `ACTIVE` counts markers that may still push to the pool. A marker whose stack
+// and the pool are empty leaves `ACTIVE`; it comes back (re-entering `ACTIVE` before it takes)
+// when the pool has work; it ends when it sees `ACTIVE == 0` and then the pool empty: nobody
+// outside `ACTIVE` pushes, so nothing can be added after that.
+
+/// Mark workers at most (besides the collector).
+pub const MAX_WORKERS: usize = 7;
+/// Entries a marker takes from the pool at once.
+const TAKE: usize = 128;
+
+static POOL: Mutex<GreyStack> = Mutex::new(GreyStack::new());
+static POOL_LEN: AtomicUsize = AtomicUsize::new(0);
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Set when a marker's grey stack could not grow (the collector then rescans marked objects).
+static OVERFLOWED: AtomicBool = AtomicBool::new(false);
+/// Bumped to start the workers on a mark (their futex word), and the count that finished.
+static WORK_GEN: AtomicU32 = AtomicU32::new(0);
+static DONE: AtomicUsize = AtomicUsize::new(0);
+/// Workers started.
+static WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Moves half of `grey` to the pool.
+fn give(grey: &mut GreyStack) {
+    let mut pool = POOL.lock();
+    for _ in 0..grey.len() / 2 {
+        match grey.pop() {
+            Some((s, n)) => pool.push(s, n),
+            None => break,
+        }
+    }
+    if pool.overflowed {
+        OVERFLOWED.store(true, Ordering::Relaxed);
+        pool.overflowed = false;
+    }
+    POOL_LEN.store(pool.len(), Ordering::Release);
+}
+
+/// Moves up to `TAKE` entries of the pool to `grey`; false if the pool was empty.
+fn take(grey: &mut GreyStack) -> bool {
+    let mut pool = POOL.lock();
+    let mut got = false;
+    for _ in 0..TAKE {
+        match pool.pop() {
+            Some((s, n)) => {
+                grey.push(s, n);
+                got = true;
+            }
+            None => break,
+        }
+    }
+    POOL_LEN.store(pool.len(), Ordering::Release);
+    got
+}
+
+/// One marker's part of a parallel mark: drains its own stack, helps from the pool, and
+/// returns once no marker has anything left.
+fn drain_parallel(grey: &mut GreyStack) {
+    loop {
+        drain_sharing(grey, true);
+        if take(grey) {
+            continue;
+        }
+        ACTIVE.fetch_sub(1, Ordering::AcqRel);
+        loop {
+            if POOL_LEN.load(Ordering::Acquire) > 0 {
+                ACTIVE.fetch_add(1, Ordering::AcqRel);
+                if take(grey) {
+                    break;
+                }
+                ACTIVE.fetch_sub(1, Ordering::AcqRel);
+            }
+            if ACTIVE.load(Ordering::Acquire) == 0 && POOL_LEN.load(Ordering::Acquire) == 0 {
+                if grey.overflowed {
+                    OVERFLOWED.store(true, Ordering::Relaxed);
+                    grey.overflowed = false;
+                }
+                return;
+            }
+            core::hint::spin_loop();
+            // SAFETY: sched_yield has no memory effects.
+            unsafe { libc::sched_yield() };
+        }
+    }
+}
+
+/// Starts mark workers up to `want` (called before the world stops: it creates threads).
+pub fn ensure_workers(want: usize) {
+    let want = want.min(MAX_WORKERS);
+    while WORKERS.load(Ordering::Acquire) < want {
+        let idx = WORKERS.load(Ordering::Relaxed);
+        // The worker starts from the current generation: the next mark is its first.
+        let arg = (WORK_GEN.load(Ordering::Acquire) as usize) << 8 | idx;
+        // SAFETY: a detached thread running `worker`, created without the global allocator;
+        // `attr` is initialised, used and destroyed here.
+        let ok = unsafe {
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            libc::pthread_attr_setstacksize(&mut attr, 128 * 1024);
+            let mut tid: libc::pthread_t = 0;
+            let rc = libc::pthread_create(&mut tid, &attr, worker, arg as *mut libc::c_void);
+            libc::pthread_attr_destroy(&mut attr);
+            rc == 0
+        };
+        if !ok {
+            break;
+        }
+        // Wait until it is exempt from stops: a worker stopped by the next cycle would never
+        // finish that cycle's mark.
+        while super::stw::EXEMPT[1 + idx].load(Ordering::Acquire) == 0 {
+            // SAFETY: sched_yield has no memory effects.
+            unsafe { libc::sched_yield() };
+        }
+        WORKERS.store(idx + 1, Ordering::Release);
+    }
+}
+
+/// In a `fork` child: no worker exists there; the next cycle starts new ones.
+pub fn reset_workers_after_fork_child() {
+    WORKERS.store(0, Ordering::Relaxed);
+    for e in &super::stw::EXEMPT[1..] {
+        e.store(0, Ordering::Relaxed);
+    }
+}
+
+extern "C" fn worker(arg: *mut libc::c_void) -> *mut libc::c_void {
+    let (idx, first_gen) = (arg as usize & 0xff, (arg as usize >> 8) as u32);
+    // SAFETY: tid, signal mask and name of this thread only; the tid is published before
+    // signals are blocked (see `stw::is_exempt`).
+    unsafe {
+        super::stw::EXEMPT[1 + idx]
+            .store(libc::syscall(libc::SYS_gettid) as i32, Ordering::Release);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, ptr::null_mut());
+        libc::prctl(libc::PR_SET_NAME, c"gomalloc-mark".as_ptr());
+    }
+    let mut grey = GreyStack::new();
+    let mut seen = first_gen;
+    loop {
+        let now = WORK_GEN.load(Ordering::Acquire);
+        if now == seen {
+            // SAFETY: a futex wait on our word; returns at once if it changed.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    WORK_GEN.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    seen,
+                    ptr::null::<libc::timespec>(),
+                );
+            }
+            continue;
+        }
+        seen = now;
+        drain_parallel(&mut grey);
+        DONE.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Drains `grey` (the roots) with the mark workers; returns whether some object could not be
+/// queued (the caller must then `rescan_marked`). The world is stopped.
+pub fn drain_with_workers(grey: &mut GreyStack) -> bool {
+    let n = WORKERS.load(Ordering::Acquire);
+    if n == 0 {
+        drain(grey);
+        return core::mem::take(&mut grey.overflowed);
+    }
+    OVERFLOWED.store(false, Ordering::Relaxed);
+    DONE.store(0, Ordering::Relaxed);
+    ACTIVE.store(n + 1, Ordering::Release);
+    // Start with half the roots in the pool, so the workers have work from the first moment.
+    if grey.len() > 1 {
+        give(grey);
+    }
+    WORK_GEN.fetch_add(1, Ordering::AcqRel);
+    // SAFETY: a futex wake on our word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            WORK_GEN.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+    drain_parallel(grey);
+    while DONE.load(Ordering::Acquire) < n {
+        core::hint::spin_loop();
+        // SAFETY: sched_yield has no memory effects.
+        unsafe { libc::sched_yield() };
+    }
+    OVERFLOWED.load(Ordering::Relaxed) | core::mem::take(&mut grey.overflowed)
 }
 
 /// Hints the CPU to load the line at `p` (no effect on other architectures).

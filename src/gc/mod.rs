@@ -507,6 +507,7 @@ extern "C" fn fork_child() {
     // SAFETY: the child's only thread; every lock was taken by `fork_prepare` on it.
     each_fork_lock(|l| unsafe { l.force_unlock() });
     cache::reset_after_fork_child();
+    mark::reset_workers_after_fork_child();
     // The timer thread does not exist in the child; the next GC call starts another.
     stw::EXEMPT[0].store(0, Ordering::Relaxed);
     TIMER_RUNNING.store(false, Ordering::Relaxed);
@@ -593,6 +594,22 @@ static STATS: Mutex<Totals> = Mutex::new(Totals {
     last_stopped_threads: 0,
     sweep_total_ns: 0,
 });
+
+/// Mark workers besides the collector: `GOMALLOC_GC_WORKERS` if set, else one fewer than
+/// the CPUs (at most `mark::MAX_WORKERS`).
+fn mark_workers() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let n = N.load(Ordering::Relaxed);
+    if n != usize::MAX {
+        return n;
+    }
+    let n = crate::os::env(c"GOMALLOC_GC_WORKERS")
+        .and_then(parse_i64)
+        .map_or(ncpu() as usize - 1, |v| v.max(0) as usize)
+        .min(mark::MAX_WORKERS);
+    N.store(n, Ordering::Relaxed);
+    n
+}
 
 /// Online CPUs (at least 1), read once.
 fn ncpu() -> u64 {
@@ -690,6 +707,7 @@ fn cycle(why: Trigger) {
     let regions = roots::lock_regions();
     let segments = roots::list_statics();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
+    mark::ensure_workers(mark_workers());
     let mut grey = GreyStack::new();
     let marked = crate::huge::with_blocks(|blocks| {
         let stopped = stw::stop()?;
@@ -702,8 +720,10 @@ fn cycle(why: Trigger) {
         if scan_malloc {
             scan_malloc_heap(blocks, &mut grey);
         }
-        mark::drain(&mut grey);
-        mark::rescan_marked(&h, &mut grey);
+        if mark::drain_with_workers(&mut grey) {
+            grey.overflowed = true;
+            mark::rescan_marked(&h, &mut grey);
+        }
         let threads = stopped.count();
         stw::resume(stopped);
         Some((at_stop, crate::os::now_ns(), threads))

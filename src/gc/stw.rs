@@ -65,8 +65,10 @@ static STOP_GEN: AtomicU32 = AtomicU32::new(0);
 static RESUMED: AtomicU32 = AtomicU32::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static WARNED_BLOCKED: AtomicBool = AtomicBool::new(false);
-/// Tids of gomalloc's own helper threads that are never stopped (0: none).
-pub static EXEMPT: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
+/// Tids of gomalloc's own helper threads that are never stopped (0: none): the timer thread,
+/// then the mark workers.
+pub static EXEMPT: [AtomicI32; 1 + super::mark::MAX_WORKERS] =
+    [const { AtomicI32::new(0) }; 1 + super::mark::MAX_WORKERS];
 
 fn gettid() -> i32 {
     // SAFETY: a system call without arguments or memory effects.
