@@ -207,4 +207,7 @@ fn sleep_ms(ms: u64) {
 pub fn reset_after_fork_child() {
     STATE.store(NOT_STARTED, Ordering::Release);
     WORK.store(0, Ordering::Release);
+    // The thread does not exist in the child; its tid may be reused there.
+    #[cfg(feature = "gc")]
+    TID.store(0, Ordering::Release);
 }

@@ -607,14 +607,29 @@ fn fork_while_threads_allocate() {
             })
         })
         .collect();
-    for _ in 0..20 {
+    for round in 0..20 {
         // SAFETY: the child only uses the collector and async-signal-safe calls, then _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
             let c = chain(10 << 40, 100);
             gc::collect();
-            let ok = c.id == 10 << 40;
+            let mut ok = c.id == 10 << 40;
+            if round == 0 {
+                // A fork of the fork (daemons, pre-fork servers) collects and allocates too.
+                // SAFETY: as above.
+                let grandchild = unsafe { libc::fork() };
+                if grandchild == 0 {
+                    let d = chain(11 << 40, 100);
+                    gc::collect();
+                    // SAFETY: as above.
+                    unsafe { libc::_exit(if d.id == 11 << 40 { 0 } else { 3 }) };
+                }
+                let mut st = 0;
+                // SAFETY: waits for our own child.
+                unsafe { libc::waitpid(grandchild, &mut st, 0) };
+                ok &= libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+            }
             // SAFETY: ends the child without running the parent's atexit handlers.
             unsafe { libc::_exit(if ok { 0 } else { 3 }) };
         }

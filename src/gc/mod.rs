@@ -397,8 +397,13 @@ fn start() {
     // The allocator's handlers first, so that ours (registered later) take the collector's
     // locks before the allocator's: the lock order (gc -> heap).
     crate::fork::install();
-    // SAFETY: the handlers are extern "C" functions that live forever.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    // Once per process: a fork child comes through here again (to restart the timer), and
+    // registering the handlers twice would take each lock twice in the next fork.
+    static ATFORK: AtomicBool = AtomicBool::new(false);
+    if !ATFORK.swap(true, Ordering::AcqRel) {
+        // SAFETY: the handlers are extern "C" functions that live forever.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    }
     start_timer();
 }
 
@@ -535,6 +540,10 @@ pub struct GcStats {
     pub gc_cpu_fraction: f64,
     /// Threads stopped by the last cycle (the collector's own not counted).
     pub last_stopped_threads: u64,
+    /// Cycles given up before marking: a thread did not stop (it kept `SIGPWR` blocked, or
+    /// ran a handler on its alternate signal stack), a stack could not be found, or the
+    /// thread list could not be read. Nothing is freed by such a cycle.
+    pub num_skipped: u64,
     /// Total time spent sweeping, after the world resumed (not in the pauses or in gctrace).
     pub sweep_total_ns: u64,
     /// Bytes of allocated GC slots (slot sizes), including the slots that threads' caches
@@ -560,6 +569,7 @@ impl Default for GcStats {
             last_gc: 0,
             gc_cpu_fraction: 0.0,
             last_stopped_threads: 0,
+            num_skipped: 0,
             sweep_total_ns: 0,
             heap_live: 0,
             heap_spans: 0,
@@ -580,6 +590,7 @@ struct Totals {
     last_gc: u64,
     gc_cpu_ns: u64,
     last_stopped_threads: u64,
+    num_skipped: u64,
     sweep_total_ns: u64,
 }
 
@@ -592,6 +603,7 @@ static STATS: Mutex<Totals> = Mutex::new(Totals {
     last_gc: 0,
     gc_cpu_ns: 0,
     last_stopped_threads: 0,
+    num_skipped: 0,
     sweep_total_ns: 0,
 });
 
@@ -656,6 +668,7 @@ pub fn stats() -> GcStats {
             0.0
         },
         last_stopped_threads: t.last_stopped_threads,
+        num_skipped: t.num_skipped,
         sweep_total_ns: t.sweep_total_ns,
         heap_live: h.live,
         heap_spans: h.spans,
@@ -685,6 +698,7 @@ enum Trigger {
 /// Times of one cycle's phases (monotonic ns).
 struct Times {
     start: u64,
+    stopping: u64,
     stopped: u64,
     resumed: u64,
     end: u64,
@@ -710,6 +724,10 @@ fn cycle(why: Trigger) {
     mark::ensure_workers(mark_workers());
     let mut grey = GreyStack::new();
     let marked = crate::huge::with_blocks(|blocks| {
+        if !roots::own_stack_known() {
+            return None;
+        }
+        let stopping = crate::os::now_ns();
         let stopped = stw::stop()?;
         let at_stop = crate::os::now_ns();
         roots::scan_own_stack(&mut grey);
@@ -726,15 +744,20 @@ fn cycle(why: Trigger) {
         }
         let threads = stopped.count();
         stw::resume(stopped);
-        Some((at_stop, crate::os::now_ns(), threads))
+        Some((stopping, at_stop, crate::os::now_ns(), threads))
     });
     drop(segments);
     drop(regions);
     drop(caches);
     grey.free();
-    let Some((stopped, resumed, threads)) = marked else {
-        // The world could not be stopped (no signal handler, no thread list): nothing was
-        // marked, so nothing may be swept.
+    let Some((stopping, stopped, resumed, threads)) = marked else {
+        // The world could not be stopped or a stack could not be found (see `stw::stop`,
+        // `roots::own_stack_known`): nothing was marked, so nothing may be swept. The next
+        // automatic try waits until the heap has grown by GOGC again.
+        let live = h.stats.live;
+        drop(h);
+        NEXT_GC.store(goal(live), Ordering::Relaxed);
+        STATS.lock().num_skipped += 1;
         return;
     };
     h.sweep();
@@ -748,6 +771,7 @@ fn cycle(why: Trigger) {
     LAST_GC_NS.store(end, Ordering::Relaxed);
     let t = Times {
         start,
+        stopping,
         stopped,
         resumed,
         end,
@@ -761,7 +785,7 @@ fn cycle(why: Trigger) {
 
 /// Adds a finished cycle to the totals; returns its number.
 fn record(t: &Times, why: Trigger) -> u64 {
-    let pause = t.resumed - t.start;
+    let pause = t.resumed - t.stopping;
     let sweep = t.end - t.resumed;
     let mut s = STATS.lock();
     let i = (s.num_gc % 256) as usize;
@@ -824,7 +848,7 @@ fn ms(l: &mut crate::diag::Line, ns: u64) {
 fn print_trace(n: u64, t: &Times, before: usize, after: usize, goal: usize, why: Trigger) {
     let frac = (stats().gc_cpu_fraction * 100.0) as u64;
     let since = t.start.saturating_sub(START_NS.load(Ordering::Relaxed));
-    let stop = t.stopped - t.start;
+    let stop = t.stopped - t.stopping;
     let mark = t.resumed - t.stopped;
     let mut l = crate::diag::Line::new();
     l.str("gc ")

@@ -100,6 +100,30 @@ std::thread_local! {
     /// The top (just past the highest address) of this thread's stack, derived from the
     /// stack's lowest address as `pthread_attr_getstack` gives it; null until looked up.
     static STACK_TOP: Cell<*const u8> = const { Cell::new(ptr::null()) };
+    /// The stack's lowest address, with it.
+    static STACK_LO: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether the calling thread runs on the stack `pthread_attr_getstack` describes (not a
+/// stack of its own making, as `stacker` or a coroutine library switch to): only then can the
+/// collector scan from here to the top. Called before the world stops (it may look up the
+/// bounds, which allocates for the main thread).
+#[inline(never)]
+pub fn own_stack_known() -> bool {
+    let top = stack_top();
+    let here = core::hint::black_box(&top) as *const _ as usize;
+    let lo = STACK_LO.with(|c| c.get());
+    let ok = !top.is_null() && lo <= here && here < top.addr();
+    if !ok {
+        static WARNED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            crate::diag::warn(
+                "gc: collecting on a stack that is not the thread's own; cycle skipped; sp",
+                here,
+            );
+        }
+    }
+    ok
 }
 
 /// The top of the calling thread's stack (cached), or null if unknown.
@@ -122,6 +146,7 @@ pub fn stack_top() -> *const u8 {
         if rc != 0 || addr.is_null() {
             return ptr::null();
         }
+        STACK_LO.with(|c| c.set(addr.addr()));
         addr.cast::<u8>().cast_const().wrapping_add(size)
     };
     STACK_TOP.with(|c| c.set(top));
