@@ -734,6 +734,11 @@ fn cycle(why: Trigger) {
         roots::scan_stopped(&stopped, &mut grey);
         regions.scan(&mut grey);
         segments.scan(&mut grey);
+        // SAFETY: our own thread pointer; the stopped threads' are live while they wait.
+        unsafe {
+            segments.scan_tls(libc::pthread_self() as usize, &mut grey);
+            stopped.for_each_thread_pointer(|tp| segments.scan_tls(tp, &mut grey));
+        }
         caches.mark_all();
         if scan_malloc {
             scan_malloc_heap(blocks, &mut grey);

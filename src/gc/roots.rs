@@ -252,7 +252,17 @@ const MAX_SEGMENTS: usize = 4096;
 pub struct Segments {
     r: [(*const u8, usize); MAX_SEGMENTS],
     n: usize,
+    /// The static TLS blocks (`PT_TLS` of the objects loaded at start-up): each one's offset
+    /// from the thread's `pthread_self()` value, the same in every thread, and its size.
+    tls: [(isize, usize); MAX_TLS],
+    ntls: usize,
 }
+
+/// Static TLS blocks recorded at most.
+const MAX_TLS: usize = 256;
+/// A TLS block further than this from the thread descriptor is dynamic TLS (a `dlopen`ed
+/// object's, allocated by glibc's malloc), not static.
+const STATIC_TLS_SPAN: usize = 16 << 20;
 
 // SAFETY: the pointers are only read through by the collector, under the table's lock.
 unsafe impl Send for Segments {}
@@ -260,6 +270,8 @@ unsafe impl Send for Segments {}
 static SEGMENTS: Mutex<Segments> = Mutex::new(Segments {
     r: [(ptr::null(), 0); MAX_SEGMENTS],
     n: 0,
+    tls: [(0, 0); MAX_TLS],
+    ntls: 0,
 });
 
 /// Lists every writable loaded segment (the .data and .bss of the program and its libraries).
@@ -276,8 +288,17 @@ pub fn list_statics() -> MutexGuard<'static, Segments> {
         unsafe {
             let segs = &mut *(data as *mut Segments);
             let base = (*info).dlpi_addr as usize;
+            let me = libc::pthread_self() as usize;
             for k in 0..(*info).dlpi_phnum as usize {
                 let ph = &*(*info).dlpi_phdr.add(k);
+                let block = (*info).dlpi_tls_data as usize;
+                if ph.p_type == libc::PT_TLS && block != 0 && segs.ntls < MAX_TLS {
+                    let off = block.wrapping_sub(me) as isize;
+                    if off.unsigned_abs() < STATIC_TLS_SPAN {
+                        segs.tls[segs.ntls] = (off, ph.p_memsz as usize);
+                        segs.ntls += 1;
+                    }
+                }
                 if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
                     if segs.n == MAX_SEGMENTS {
                         crate::diag::fatal("gc: too many loaded segments to scan", MAX_SEGMENTS, 0);
@@ -295,6 +316,7 @@ pub fn list_statics() -> MutexGuard<'static, Segments> {
     }
     let mut g = SEGMENTS.lock();
     g.n = 0;
+    g.ntls = 0;
     let segs: &mut Segments = &mut g;
     // SAFETY: `each` only reads the records it is given; the table outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(each), segs as *mut Segments as *mut libc::c_void) };
@@ -302,6 +324,22 @@ pub fn list_statics() -> MutexGuard<'static, Segments> {
 }
 
 impl Segments {
+    /// Scans the static TLS blocks of the thread whose `pthread_self()` is `tp` (the main
+    /// thread's are outside its stack; other threads' lie in their stack block, already
+    /// scanned with it on x86_64, but not on aarch64, where they sit above the descriptor).
+    ///
+    /// # Safety
+    /// `tp` is the `pthread_self()` of a live thread that cannot exit meanwhile (stopped, or
+    /// the caller), so its static TLS blocks are mapped.
+    pub unsafe fn scan_tls(&self, tp: usize, grey: &mut GreyStack) {
+        for &(off, len) in &self.tls[..self.ntls] {
+            // Another thread's TLS is known by address only: take the exposed provenance.
+            let s = ptr::with_exposed_provenance::<u8>(tp.wrapping_add_signed(off));
+            // SAFETY: the thread's static TLS block for this object (precondition).
+            unsafe { scan_range(s, len, grey) };
+        }
+    }
+
     /// Scans the listed segments, less gomalloc's own big tables.
     pub fn scan(&self, grey: &mut GreyStack) {
         for &(s, len) in &self.r[..self.n] {
