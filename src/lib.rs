@@ -64,6 +64,15 @@ mod check;
 mod fork;
 #[cfg(all(feature = "gc", not(loom)))]
 pub mod gc;
+/// Under loom only the collector's stop-the-world handshake is built (the same file as in
+/// `gc::stw`), for its model in `loom-tests/tests/stw.rs`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod gc {
+    pub mod stw {
+        pub mod handshake;
+    }
+}
 #[cfg(not(loom))]
 mod huge;
 #[cfg(not(loom))]

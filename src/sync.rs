@@ -21,7 +21,10 @@ pub(crate) use core::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
+pub(crate) use loom::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+// Only the collector's stop-the-world handshake (`gc::stw::handshake`) uses these.
+#[cfg(all(not(loom), feature = "gc"))]
+pub(crate) use core::sync::atomic::{AtomicI32, AtomicUsize};
 
 /// Declares a constructor that is `const fn` in normal builds and a plain `fn` under loom.
 macro_rules! const_fn {
@@ -310,12 +313,60 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
     }
 }
 
-#[cfg(any(loom, miri))]
+/// Wakes every thread sleeping in [`futex_wait`] on `word` (the collector's resume).
+#[cfg(all(not(loom), not(miri), feature = "gc"))]
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+/// Under Miri a futex is a spin (Miri runs one schedule; it only needs to make progress).
+#[cfg(all(miri, not(loom)))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
     while word.load(Ordering::Relaxed) == expected {
         spin_hint();
     }
 }
 
-#[cfg(any(loom, miri))]
+#[cfg(all(miri, not(loom)))]
 pub(crate) fn futex_wake(_word: &AtomicU32) {}
+
+#[cfg(all(miri, not(loom), feature = "gc"))]
+pub(crate) fn futex_wake_all(_word: &AtomicU32) {}
+
+// Under loom a futex is what the kernel makes it: the check of the word and the sleep are
+// atomic with respect to a wake (one loom lock and condition variable for every word; wakes
+// are broadcasts, which futex callers tolerate as spurious returns). A sleeping thread is
+// blocked, not spinning, so loom explores no endless schedules of several waiters taking
+// turns, and reports a lost wake-up as a deadlock.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
+    let guard = FUTEX.0.lock().unwrap();
+    if word.load(Ordering::Relaxed) == expected {
+        drop(FUTEX.1.wait(guard).unwrap());
+    }
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wake(_word: &AtomicU32) {
+    let _guard = FUTEX.0.lock().unwrap();
+    FUTEX.1.notify_all();
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    futex_wake(word);
+}

@@ -28,17 +28,25 @@
 //! every other asynchronous signal while it runs, so no other handler can move pointers
 //! around on a stopped thread's stack below the recorded stack pointer.
 //!
-//! Owns: the slot table (mapped from the OS once, `MAX_THREADS` slots), the stop generation
-//! and the resume futex word.
+//! The protocol on shared memory (generations, slots, acknowledgement, resume) is
+//! [`handshake`], which this module drives through its [`World`] (the system calls): it is
+//! kept apart so that loom checks it (`loom-tests/tests/stw.rs`).
+//!
+//! Owns: the slot table (mapped from the OS once, `MAX_THREADS` slots) and the process's
+//! [`Handshake`].
 //!
 //! Locks: none. The caller holds `GC_HEAP` and every lock that the stopped-world work needs
 //! (region table, huge-block table) *before* stopping: a stopped thread may hold any lock, so
 //! the collector takes no lock while the world is stopped, and allocates nothing (a stopped
 //! thread may hold libc's malloc lock too).
 
+pub mod handshake;
+
 use crate::diag;
+use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+use handshake::{Handshake, Slot, StopError, World};
 
 /// The signal that suspends a thread (Boehm's choice on Linux).
 pub const SUSPEND_SIGNAL: libc::c_int = libc::SIGPWR;
@@ -47,22 +55,10 @@ const MAX_THREADS: usize = 16384;
 /// How long a thread may keep the signal blocked before it is left running.
 pub const BLOCKED_GRACE_MS: u64 = 50;
 
-/// One stopped thread: its id, the generation it acknowledged, and its stack range.
-#[repr(C)]
-pub struct Slot {
-    tid: AtomicI32,
-    acked: AtomicU32,
-    sp: AtomicUsize,
-    top: AtomicUsize,
-}
-
 /// The slot table (an anonymous mapping, zeroed: every slot empty).
 static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(ptr::null_mut());
-/// Slots in use in the current stop.
-static NSLOTS: AtomicUsize = AtomicUsize::new(0);
-/// The generation being stopped (never 0) and the last one resumed (the futex word).
-static STOP_GEN: AtomicU32 = AtomicU32::new(0);
-static RESUMED: AtomicU32 = AtomicU32::new(0);
+/// The stop generation, slots in use and resumed generation.
+static HANDSHAKE: Handshake = Handshake::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static WARNED_BLOCKED: AtomicBool = AtomicBool::new(false);
 /// Tids of gomalloc's own helper threads that are never stopped (0: none): the timer thread,
@@ -80,41 +76,20 @@ fn tgkill(pid: i32, tid: i32, sig: libc::c_int) -> bool {
     unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) == 0 }
 }
 
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: a futex wait on a live atomic word; it returns at once if the word changed.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: a futex wake on a live atomic word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        );
-    }
-}
-
 extern "C" {
     /// glibc: the stack pointer at process entry, the top of the used part of the main
     /// thread's stack (what `pthread_getattr_np` itself starts from).
     static __libc_stack_end: *mut libc::c_void;
 }
 
-fn slot(i: usize) -> &'static Slot {
-    // SAFETY: `i < MAX_THREADS` at every call; the table is mapped once and never unmapped,
-    // and zeroed memory is a valid `Slot` of atomics.
-    unsafe { &*SLOTS.load(Ordering::Acquire).add(i) }
+/// The slot table; only once [`install`] has mapped it.
+fn slots() -> &'static [Slot] {
+    let table = SLOTS.load(Ordering::Acquire);
+    debug_assert!(!table.is_null());
+    // SAFETY: the table holds `MAX_THREADS` slots, is mapped once (before the handler is
+    // installed and before any stop) and never unmapped, and zeroed memory is a valid `Slot`
+    // of atomics, shared only through shared references.
+    unsafe { core::slice::from_raw_parts(table, MAX_THREADS) }
 }
 
 /// Maps the slot table and installs the handler, once; false if the OS refused either.
@@ -150,31 +125,21 @@ fn install() -> bool {
 extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: errno is this thread's; restored before returning to the interrupted code.
     let errno = unsafe { *libc::__errno_location() };
-    let gen = STOP_GEN.load(Ordering::Acquire);
     let tid = gettid();
-    let n = NSLOTS.load(Ordering::Acquire);
-    if let Some(i) = (0..n).find(|&i| slot(i).tid.load(Ordering::Acquire) == tid) {
-        let s = slot(i);
-        if s.acked.load(Ordering::Relaxed) != gen {
-            let mut regs = [0usize; 12];
-            super::roots::spill_registers(&mut regs);
-            let sp = regs.as_ptr().addr();
-            // SAFETY: reads a glibc variable set once at start-up.
-            let top = if tid == unsafe { libc::getpid() } {
-                unsafe { __libc_stack_end }.addr()
-            } else {
-                // SAFETY: pthread_self only reads the thread pointer.
-                unsafe { libc::pthread_self() as usize }
-            };
-            s.sp.store(sp, Ordering::Relaxed);
-            s.top.store(top, Ordering::Relaxed);
-            s.acked.store(gen, Ordering::Release);
-            while RESUMED.load(Ordering::Acquire) != gen {
-                futex_wait(&RESUMED, RESUMED.load(Ordering::Relaxed));
-            }
-            core::hint::black_box(&regs);
-        }
-    }
+    let mut regs = [0usize; 12];
+    super::roots::spill_registers(&mut regs);
+    let sp = regs.as_ptr().addr();
+    // SAFETY: getpid has no memory effects.
+    let top = if tid == unsafe { libc::getpid() } {
+        // SAFETY: reads a glibc variable set once at start-up.
+        unsafe { __libc_stack_end }.addr()
+    } else {
+        // SAFETY: pthread_self only reads the thread pointer.
+        unsafe { libc::pthread_self() as usize }
+    };
+    HANDSHAKE.on_signal(slots(), tid, sp, top);
+    // The registers stay in this frame, above `sp`, until the world has resumed.
+    core::hint::black_box(&regs);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
 }
@@ -265,23 +230,12 @@ fn signal_blocked(tid: i32) -> bool {
 }
 
 /// The threads stopped by [`stop`], until [`resume`].
-pub struct Stopped {
-    gen: u32,
-    n: usize,
-}
+pub struct Stopped(handshake::Stopped);
 
 impl Stopped {
     /// Calls `f(sp, top)` with the stack range of every stopped thread.
-    pub fn for_each_stack(&self, mut f: impl FnMut(usize, usize)) {
-        for i in 0..self.n {
-            let s = slot(i);
-            if s.tid.load(Ordering::Relaxed) > 0 && s.acked.load(Ordering::Acquire) == self.gen {
-                let (sp, top) = (s.sp.load(Ordering::Relaxed), s.top.load(Ordering::Relaxed));
-                if top > sp {
-                    f(sp, top);
-                }
-            }
-        }
+    pub fn for_each_stack(&self, f: impl FnMut(usize, usize)) {
+        self.0.for_each_stack(slots(), f);
     }
 
     /// How many threads are stopped.
@@ -298,123 +252,106 @@ pub fn stop() -> Option<Stopped> {
     if !install() {
         return None;
     }
-    let me = gettid();
-    // SAFETY: getpid has no memory effects.
-    let pid = unsafe { libc::getpid() };
-    let mut gen = STOP_GEN.load(Ordering::Relaxed).wrapping_add(1);
-    if gen == 0 {
-        gen = 1;
+    let linux = Linux {
+        me: gettid(),
+        // SAFETY: getpid has no memory effects.
+        pid: unsafe { libc::getpid() },
+        wait_start: Cell::new(0),
+        warned_slow: Cell::new(false),
+    };
+    match HANDSHAKE.stop(slots(), &linux) {
+        Ok(stopped) => Some(Stopped(stopped)),
+        Err(StopError::Full) => {
+            diag::warn(
+                "gc: more threads than the collector can stop; cycle skipped; limit",
+                MAX_THREADS,
+            );
+            None
+        }
+        Err(StopError::Unlisted) => None,
     }
-    STOP_GEN.store(gen, Ordering::Release);
-    let mut n = 0usize;
-    let mut full = false;
-    loop {
-        let before = n;
-        let listed = for_each_thread(|tid| {
-            // A slot's tid is negated once its thread is left running (exited, or blocking
-            // the signal), so that the next listing does not take it for a new thread.
-            let seen = (0..n).any(|i| slot(i).tid.load(Ordering::Relaxed).abs() == tid);
-            if tid == me || is_exempt(tid) || seen {
-                return;
-            }
-            if n == MAX_THREADS {
-                full = true;
-                return;
-            }
-            let s = slot(n);
-            s.acked.store(0, Ordering::Relaxed);
-            s.tid.store(tid, Ordering::Relaxed);
-            NSLOTS.store(n + 1, Ordering::Release);
-            if tgkill(pid, tid, SUSPEND_SIGNAL) {
-                n += 1;
-            } else {
-                s.tid.store(0, Ordering::Relaxed);
-                NSLOTS.store(n, Ordering::Release);
-            }
-        });
-        if !listed || full {
-            let stopped = Stopped { gen, n };
-            resume(stopped);
-            if full {
-                diag::warn(
-                    "gc: more threads than the collector can stop; cycle skipped; limit",
-                    MAX_THREADS,
-                );
-            }
-            return None;
-        }
-        for i in before..n {
-            wait_for(slot(i), pid, gen);
-        }
-        if n == before {
-            break;
-        }
-    }
-    Some(Stopped { gen, n })
+}
+
+/// Lets the stopped threads run again.
+pub fn resume(stopped: Stopped) {
+    HANDSHAKE.resume(stopped.0);
 }
 
 /// Whether `tid` is one of gomalloc's helper threads. Each stores its tid before it blocks
 /// signals, so a helper not yet listed here still takes the signal; one that blocked it in
-/// between is recognised by `wait_for`.
+/// between is recognised by `keep_waiting`.
 fn is_exempt(tid: i32) -> bool {
     EXEMPT.iter().any(|e| e.load(Ordering::Acquire) == tid)
         || crate::scavenger::TID.load(Ordering::Acquire) == tid
 }
 
-/// Waits until the thread of slot `s` acknowledges `gen`, exits, or is found to keep the
-/// signal blocked.
-fn wait_for(s: &Slot, pid: i32, gen: u32) {
-    let start = crate::os::now_ns();
-    let mut spins = 0u32;
-    let mut warned_slow = false;
-    while s.acked.load(Ordering::Acquire) != gen {
-        spins += 1;
-        if spins < 64 {
+/// The process as the handshake sees it: its threads, `tgkill`, and the patience of the wait
+/// for a thread (spin, then yield, then check whether it exited or blocks the signal).
+struct Linux {
+    /// The collector's own thread.
+    me: i32,
+    pid: i32,
+    /// When the current wait for a thread began (ns), and whether it was reported as slow.
+    wait_start: Cell<u64>,
+    warned_slow: Cell<bool>,
+}
+
+impl World for Linux {
+    fn threads(&self, f: &mut dyn FnMut(i32)) -> bool {
+        for_each_thread(|tid| {
+            if tid != self.me && !is_exempt(tid) {
+                f(tid);
+            }
+        })
+    }
+
+    fn signal(&self, tid: i32) -> bool {
+        tgkill(self.pid, tid, SUSPEND_SIGNAL)
+    }
+
+    /// Leaves `tid` running if it exited before it handled the signal, or keeps the signal
+    /// blocked for more than [`BLOCKED_GRACE_MS`].
+    fn keep_waiting(&self, tid: i32, turn: u64) -> bool {
+        if turn == 1 {
+            self.wait_start.set(crate::os::now_ns());
+            self.warned_slow.set(false);
+        }
+        if turn < 64 {
             core::hint::spin_loop();
-            continue;
+            return true;
         }
         // SAFETY: sched_yield has no memory effects.
         unsafe { libc::sched_yield() };
-        if spins % 64 != 0 {
-            continue;
+        if turn % 64 != 0 {
+            return true;
         }
-        let tid = s.tid.load(Ordering::Relaxed);
         if is_exempt(tid) {
             // A helper thread that blocked every signal after it was listed.
-            s.tid.store(-tid, Ordering::Relaxed);
-            return;
+            return false;
         }
-        if !tgkill(pid, tid, 0) {
+        if !tgkill(self.pid, tid, 0) {
             // Exited before it handled the signal.
-            s.tid.store(-tid, Ordering::Relaxed);
-            return;
+            return false;
         }
-        let waited_ms = (crate::os::now_ns() - start) / 1_000_000;
+        let waited_ms = (crate::os::now_ns() - self.wait_start.get()) / 1_000_000;
         if waited_ms >= BLOCKED_GRACE_MS && signal_blocked(tid) {
-            s.tid.store(-tid, Ordering::Relaxed);
             if !WARNED_BLOCKED.swap(true, Ordering::Relaxed) {
                 diag::warn(
                     "gc: a thread blocks SIGPWR, so it is not stopped and its stack is not scanned (it must hold no Gc); thread id",
                     tid as usize,
                 );
             }
-            return;
+            return false;
         }
-        if waited_ms >= 1000 && !warned_slow {
-            warned_slow = true;
+        if waited_ms >= 1000 && !self.warned_slow.get() {
+            self.warned_slow.set(true);
             diag::warn(
                 "gc: still waiting for a thread to stop; thread id",
                 tid as usize,
             );
         }
+        true
     }
-}
-
-/// Lets the stopped threads run again.
-pub fn resume(stopped: Stopped) {
-    RESUMED.store(stopped.gen, Ordering::Release);
-    futex_wake_all(&RESUMED);
-    NSLOTS.store(0, Ordering::Release);
 }
 
 #[cfg(test)]
