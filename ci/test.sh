@@ -44,7 +44,8 @@ cargo test --release -p gomalloc --features checked 2>&1 | tee -a "$log"
 step "collector: feature gc (tests/gc.rs, doc tests, benchmarks beside Boehm GC and Go)"
 cargo clippy -p gomalloc --all-targets --features gc -- -D warnings
 cargo clippy -p gomalloc-bench --all-targets --features gc -- -D warnings
-CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --test gc --lib 2>&1 |
+CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --test gc \
+  --test gc_main_thread --lib 2>&1 |
   tee -a "$log"
 CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --doc gc 2>&1 | tee -a "$log"
 # The mark without workers (serial) and with three (more than this machine's CPUs may give).

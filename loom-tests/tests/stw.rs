@@ -116,7 +116,7 @@ impl Proc {
             m.blocked.store(true, Ordering::Relaxed);
             // SAFETY: reads this thread's own stack.
             let sp = m.stack.with(|v| unsafe { *v });
-            if let Some(gen) = self.hs.on_signal(&self.slots, m.tid, sp, TOP + me) {
+            if let Some(gen) = self.hs.on_signal(&self.slots, m.tid, sp, TOP + me, 0) {
                 assert_ne!(
                     self.stopped.load(Ordering::Relaxed),
                     gen,

@@ -14,10 +14,14 @@
 //! first threads have stopped, until no new thread appears: a thread created meanwhile by a
 //! thread not yet stopped is found and stopped too.
 //!
-//! Threads not stopped: the collector itself; gomalloc's own helper threads (the scavenger and
-//! the collector's timer thread), which block every signal and never hold a `Gc`; and a thread
-//! that keeps the signal blocked for more than [`BLOCKED_GRACE_MS`] (it is told once on
-//! stderr: such a thread must hold no `Gc`, since its stack is not scanned).
+//! Threads not stopped: the collector itself, and gomalloc's own helper threads (the scavenger,
+//! the collector's timer thread and the mark workers), which block every signal and never hold
+//! a `Gc`. A thread that exits before it handles the signal (gone, or a zombie such as a main
+//! thread ended by `pthread_exit`) is dropped from the stop. A thread that keeps the signal
+//! blocked for more than [`BLOCKED_GRACE_MS`] (`SigBlk` in its status file), or that answers
+//! from an alternate signal stack or from a stack whose top it cannot tell, makes the whole
+//! stop give up: its stack cannot be scanned, so the cycle frees nothing (`num_skipped`), and
+//! stderr is told once.
 //!
 //! Top of a stack: the main thread's is glibc's `__libc_stack_end`; any other thread's is its
 //! thread pointer (`pthread_self()`): glibc places the thread descriptor, and the static TLS
@@ -129,19 +133,42 @@ extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *
     let mut regs = [0usize; 12];
     super::roots::spill_registers(&mut regs);
     let sp = regs.as_ptr().addr();
-    // SAFETY: getpid has no memory effects.
-    let top = if tid == unsafe { libc::getpid() } {
-        // SAFETY: reads a glibc variable set once at start-up.
-        unsafe { __libc_stack_end }.addr()
-    } else {
-        // SAFETY: pthread_self only reads the thread pointer.
-        unsafe { libc::pthread_self() as usize }
-    };
-    HANDSHAKE.on_signal(slots(), tid, sp, top);
+    // SAFETY: pthread_self only reads the thread pointer.
+    let tp = unsafe { libc::pthread_self() } as usize;
+    let top = stack_top(sp, tp);
+    HANDSHAKE.on_signal(slots(), tid, sp, top, tp);
     // The registers stay in this frame, above `sp`, until the world has resumed.
     core::hint::black_box(&regs);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// The top of the stack the handler runs on at `sp`, or 0 if it cannot be known (the caller's
+/// stack is then unscannable and the cycle is given up). Any thread but the initial one has
+/// its descriptor (`tp`) just above its stack; the initial thread's descriptor lies elsewhere
+/// (below its stack), and its stack ends at `__libc_stack_end`. A handler running on an
+/// alternate signal stack (`sigaltstack`) has left the thread's stack for a range that may
+/// lie anywhere: unscannable. Async-signal-safe.
+fn stack_top(sp: usize, tp: usize) -> usize {
+    const MAX_STACK: usize = 64 << 30;
+    // SAFETY: `sigaltstack` with a null new stack only reports the current one.
+    let on_alt = unsafe {
+        let mut ss: libc::stack_t = core::mem::zeroed();
+        libc::sigaltstack(ptr::null(), &mut ss) == 0 && ss.ss_flags & libc::SS_ONSTACK != 0
+    };
+    if on_alt {
+        return 0;
+    }
+    if tp > sp && tp - sp < MAX_STACK {
+        return tp;
+    }
+    // SAFETY: reads a glibc variable set once at start-up.
+    let end = unsafe { __libc_stack_end }.addr();
+    if end > sp && end - sp < MAX_STACK {
+        end
+    } else {
+        0
+    }
 }
 
 /// Calls `f(tid)` for every thread of the process; false if the list cannot be read.
@@ -158,7 +185,12 @@ fn for_each_thread(mut f: impl FnMut(i32)) -> bool {
         let mut buf = [0u64; 512];
         loop {
             let n = libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), 4096);
-            if n <= 0 {
+            if n < 0 {
+                // A partial list would leave threads unstopped.
+                libc::close(fd);
+                return false;
+            }
+            if n == 0 {
                 break;
             }
             let bytes = buf.as_ptr().cast::<u8>();
@@ -190,12 +222,23 @@ fn for_each_thread(mut f: impl FnMut(i32)) -> bool {
 
 /// Whether thread `tid` has `SUSPEND_SIGNAL` blocked (`SigBlk` of its status file).
 fn signal_blocked(tid: i32) -> bool {
+    status(tid).1
+}
+
+/// Whether thread `tid` is gone (no status file) or a zombie (`State: Z` or `X`: a main
+/// thread that ended with `pthread_exit` stays listed as one and never handles a signal).
+fn exited(tid: i32) -> bool {
+    status(tid).0
+}
+
+/// (exited, `SUSPEND_SIGNAL` blocked) from `/proc/self/task/<tid>/status`.
+fn status(tid: i32) -> (bool, bool) {
     let mut path = diag::Line::new();
     path.str("/proc/self/task/").dec(tid as u64).str("/status");
     let mut name = [0u8; 64];
     let p = path.as_bytes();
     if p.len() >= name.len() {
-        return false;
+        return (false, false);
     }
     name[..p.len()].copy_from_slice(p);
     let mut buf = [0u8; 2048];
@@ -203,19 +246,25 @@ fn signal_blocked(tid: i32) -> bool {
     let n = unsafe {
         let fd = libc::open(name.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
-            return false;
+            // Gone only if the file is; any other failure (no fds left) says nothing.
+            return (*libc::__errno_location() == libc::ENOENT, false);
         }
         let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
         libc::close(fd);
         n
     };
     if n <= 0 {
-        return false;
+        return (true, false);
     }
     let text = &buf[..n as usize];
+    let state = b"State:\t";
+    let gone = text
+        .windows(state.len())
+        .position(|w| w == state)
+        .is_some_and(|at| matches!(text.get(at + state.len()), Some(b'Z' | b'X')));
     let key = b"SigBlk:\t";
     let Some(at) = text.windows(key.len()).position(|w| w == key) else {
-        return false;
+        return (gone, false);
     };
     let mut mask: u64 = 0;
     for &c in &text[at + key.len()..] {
@@ -226,7 +275,7 @@ fn signal_blocked(tid: i32) -> bool {
         };
         mask = (mask << 4) | u64::from(d);
     }
-    mask & (1 << (SUSPEND_SIGNAL - 1)) != 0
+    (gone, mask & (1 << (SUSPEND_SIGNAL - 1)) != 0)
 }
 
 /// The threads stopped by [`stop`], until [`resume`].
@@ -236,6 +285,11 @@ impl Stopped {
     /// Calls `f(sp, top)` with the stack range of every stopped thread.
     pub fn for_each_stack(&self, f: impl FnMut(usize, usize)) {
         self.0.for_each_stack(slots(), f);
+    }
+
+    /// Calls `f(tp)` with the `pthread_self()` of every stopped thread.
+    pub fn for_each_thread_pointer(&self, f: impl FnMut(usize)) {
+        self.0.for_each_thread_pointer(slots(), f);
     }
 
     /// How many threads are stopped.
@@ -258,9 +312,22 @@ pub fn stop() -> Option<Stopped> {
         pid: unsafe { libc::getpid() },
         wait_start: Cell::new(0),
         warned_slow: Cell::new(false),
+        gave_up_alive: Cell::new(false),
     };
     match HANDSHAKE.stop(slots(), &linux) {
+        Ok(stopped) if stopped.any_unscannable(slots()) => {
+            HANDSHAKE.resume(stopped);
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                diag::warn(
+                    "gc: a stopped thread runs on its alternate signal stack or an unknown stack; cycle skipped; slots",
+                    MAX_THREADS,
+                );
+            }
+            None
+        }
         Ok(stopped) => Some(Stopped(stopped)),
+        Err(StopError::Blocked) => None,
         Err(StopError::Full) => {
             diag::warn(
                 "gc: more threads than the collector can stop; cycle skipped; limit",
@@ -294,6 +361,8 @@ struct Linux {
     /// When the current wait for a thread began (ns), and whether it was reported as slow.
     wait_start: Cell<u64>,
     warned_slow: Cell<bool>,
+    /// The last thread given up on lives (it blocks the signal): the stop must be given up.
+    gave_up_alive: Cell<bool>,
 }
 
 impl World for Linux {
@@ -309,12 +378,14 @@ impl World for Linux {
         tgkill(self.pid, tid, SUSPEND_SIGNAL)
     }
 
-    /// Leaves `tid` running if it exited before it handled the signal, or keeps the signal
-    /// blocked for more than [`BLOCKED_GRACE_MS`].
+    /// Gives up on `tid` if it exited before it handled the signal (gone, or a zombie), or if
+    /// it keeps the signal blocked for more than [`BLOCKED_GRACE_MS`] (then the whole stop is
+    /// given up: its stack cannot be scanned, so nothing may be freed).
     fn keep_waiting(&self, tid: i32, turn: u64) -> bool {
         if turn == 1 {
             self.wait_start.set(crate::os::now_ns());
             self.warned_slow.set(false);
+            self.gave_up_alive.set(false);
         }
         if turn < 64 {
             core::hint::spin_loop();
@@ -329,18 +400,20 @@ impl World for Linux {
             // A helper thread that blocked every signal after it was listed.
             return false;
         }
-        if !tgkill(self.pid, tid, 0) {
-            // Exited before it handled the signal.
+        // Sending the signal again (not signal 0) also reaches a new thread that took over the
+        // tid of one that exited; the handler ignores a repeat for a generation it acknowledged.
+        if !tgkill(self.pid, tid, SUSPEND_SIGNAL) || exited(tid) {
             return false;
         }
         let waited_ms = (crate::os::now_ns() - self.wait_start.get()) / 1_000_000;
         if waited_ms >= BLOCKED_GRACE_MS && signal_blocked(tid) {
             if !WARNED_BLOCKED.swap(true, Ordering::Relaxed) {
                 diag::warn(
-                    "gc: a thread blocks SIGPWR, so it is not stopped and its stack is not scanned (it must hold no Gc); thread id",
+                    "gc: a thread keeps SIGPWR blocked, so the world cannot be stopped; cycles are skipped while it does; thread id",
                     tid as usize,
                 );
             }
+            self.gave_up_alive.set(true);
             return false;
         }
         if waited_ms >= 1000 && !self.warned_slow.get() {
@@ -351,6 +424,10 @@ impl World for Linux {
             );
         }
         true
+    }
+
+    fn abort_on_give_up(&self, _tid: i32) -> bool {
+        self.gave_up_alive.get()
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Slot {
     acked: AtomicU32,
     sp: AtomicUsize,
     top: AtomicUsize,
+    /// The thread's `pthread_self()` (for its static TLS blocks).
+    tp: AtomicUsize,
 }
 
 impl Slot {
@@ -76,6 +78,7 @@ impl Slot {
             acked: AtomicU32::new(0),
             sp: AtomicUsize::new(0),
             top: AtomicUsize::new(0),
+            tp: AtomicUsize::new(0),
         }
     }
 }
@@ -90,6 +93,12 @@ pub trait World {
     /// Called on each turn (from 1) of waiting for `tid` to acknowledge; pauses briefly and
     /// says whether to keep waiting (false: leave the thread running).
     fn keep_waiting(&self, tid: i32, turn: u64) -> bool;
+    /// After `keep_waiting` gave up on `tid`: whether the whole stop must be given up (the
+    /// thread lives but does not answer, so its stack cannot be scanned) rather than the
+    /// thread left running (it exited).
+    fn abort_on_give_up(&self, _tid: i32) -> bool {
+        false
+    }
 }
 
 /// Why [`Handshake::stop`] stopped nothing (the threads it had stopped are resumed).
@@ -99,6 +108,8 @@ pub enum StopError {
     Unlisted,
     /// More threads than slots.
     Full,
+    /// A thread did not answer (see [`World::abort_on_give_up`]).
+    Blocked,
 }
 
 /// The threads stopped by [`Handshake::stop`], until [`Handshake::resume`].
@@ -178,7 +189,10 @@ impl Handshake {
                 });
             }
             for s in &slots[before..n] {
-                Self::wait_for(s, gen, world);
+                if !Self::wait_for(s, gen, world) {
+                    self.resume(Stopped { gen, n });
+                    return Err(StopError::Blocked);
+                }
             }
             if n == before {
                 return Ok(Stopped { gen, n });
@@ -186,23 +200,32 @@ impl Handshake {
         }
     }
 
-    /// Waits until the thread of slot `s` acknowledges `gen`, or `world` gives up on it.
-    fn wait_for(s: &Slot, gen: u32, world: &impl World) {
+    /// Waits until the thread of slot `s` acknowledges `gen`, or `world` gives up on it;
+    /// false if the stop must be given up.
+    fn wait_for(s: &Slot, gen: u32, world: &impl World) -> bool {
         let mut turn = 0u64;
         while s.acked.load(Ordering::Acquire) != gen {
             turn += 1;
             let tid = s.tid.load(Ordering::Relaxed);
             if !world.keep_waiting(tid, turn) {
                 s.tid.store(-tid, Ordering::Relaxed);
-                return;
+                return !world.abort_on_give_up(tid);
             }
         }
+        true
     }
 
     /// The handler of thread `tid`, its stack being `sp..top`: if the current stop has a slot
     /// for it not yet acknowledged, records the stack, acknowledges and waits until the stop
     /// is resumed. Returns the generation it was stopped for, if any. Async-signal-safe.
-    pub fn on_signal(&self, slots: &[Slot], tid: i32, sp: usize, top: usize) -> Option<u32> {
+    pub fn on_signal(
+        &self,
+        slots: &[Slot],
+        tid: i32,
+        sp: usize,
+        top: usize,
+        tp: usize,
+    ) -> Option<u32> {
         let gen = self.stop_gen.load(Ordering::Acquire);
         let n = self.nslots.load(Ordering::Acquire);
         let s = slots
@@ -214,6 +237,7 @@ impl Handshake {
         }
         s.sp.store(sp, Ordering::Relaxed);
         s.top.store(top, Ordering::Relaxed);
+        s.tp.store(tp, Ordering::Relaxed);
         s.acked.store(gen, Ordering::Release);
         loop {
             let r = self.resumed.load(Ordering::Acquire);
@@ -237,6 +261,28 @@ impl Stopped {
     #[cfg(loom)]
     pub fn gen(&self) -> u32 {
         self.gen
+    }
+
+    /// Calls `f(tp)` with the `pthread_self()` of every stopped thread that recorded one.
+    pub fn for_each_thread_pointer(&self, slots: &[Slot], mut f: impl FnMut(usize)) {
+        for s in &slots[..self.n] {
+            if s.tid.load(Ordering::Relaxed) > 0 && s.acked.load(Ordering::Acquire) == self.gen {
+                let tp = s.tp.load(Ordering::Relaxed);
+                if tp != 0 {
+                    f(tp);
+                }
+            }
+        }
+    }
+
+    /// Whether a stopped thread could not say where its stack is (its handler recorded an
+    /// empty range: it runs on an alternate signal stack, or its stack top is unknown).
+    pub fn any_unscannable(&self, slots: &[Slot]) -> bool {
+        slots[..self.n].iter().any(|s| {
+            s.tid.load(Ordering::Relaxed) > 0
+                && s.acked.load(Ordering::Acquire) == self.gen
+                && s.top.load(Ordering::Relaxed) <= s.sp.load(Ordering::Relaxed)
+        })
     }
 
     /// Calls `f(sp, top)` with the stack range of every stopped thread (`slots` as given to
