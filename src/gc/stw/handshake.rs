@@ -43,19 +43,26 @@
 //!   the old generation: the collector waits for the new one, and the signal of the new stop,
 //!   held pending while the old handler runs, is delivered right after it.
 //!
-//! Known hole (found by the loom model `late_handler_of_thread_left_running`, ignored until it
-//! is fixed): a handler delayed between finding its slot and storing `sp`/`top` whose thread
-//! is left running (the handler blocks the signal, so the thread looks blocked) may store them
-//! after the next stop gave that slot to another thread and that thread acknowledged: the
-//! collector then scans the wrong stack. The fix needs a handler to claim its slot for its
-//! generation atomically and the collector not to reuse a slot claimed but not acknowledged.
+//! - A handler delayed between finding its slot and storing `sp`/`top`, whose thread was left
+//!   running (its handler blocks the signal, so it looked blocked, or it was taken for exited),
+//!   may store them long after its stop ended. So a stop that left a thread running moves the
+//!   next stops' window of slots past its own (`next_base`), and handlers read the window
+//!   (base and count) in one load: a late store lands in a slot no later stop uses, until the
+//!   window wraps after half the table (found by the loom model
+//!   `late_handler_of_thread_left_running`, which reuses slot 0 without it).
 //!
 //! Ordering of the slot fill: `acked = 0` and `tid` are stored before `NSLOTS` (Release), and
 //! the handler reads `NSLOTS` (Acquire) before the slots; the signal itself orders the fill
 //! before the handler too (the kernel's `tgkill` / delivery), but the protocol does not count
 //! on it.
 
-use crate::sync::{futex_wait, futex_wake_all, AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{
+    futex_wait, futex_wake_all, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
+
+fn window(base: usize, n: usize) -> u64 {
+    ((base as u64) << 32) | n as u64
+}
 
 /// One thread being stopped: its id (negated once it is left running), the generation it
 /// acknowledged, and its stack range (`sp..top`), recorded by its handler.
@@ -101,6 +108,15 @@ pub trait World {
     }
 }
 
+/// How a wait for one thread ended.
+enum Wait {
+    Acked,
+    /// The thread exited before it answered: left out of the stop.
+    LeftRunning,
+    /// The thread lives but does not answer: the stop is given up.
+    Abort,
+}
+
 /// Why [`Handshake::stop`] stopped nothing (the threads it had stopped are resumed).
 #[derive(Debug, PartialEq, Eq)]
 pub enum StopError {
@@ -116,15 +132,24 @@ pub enum StopError {
 #[derive(Debug)]
 pub struct Stopped {
     gen: u32,
+    /// The window of slots this stop used: `base..base + n`.
+    base: usize,
     n: usize,
+    /// A thread was left running (its handler may still write its slot later).
+    gave_up: bool,
 }
 
 /// The handshake's shared words (one per process; see the module docs).
 pub struct Handshake {
     /// The generation being stopped (never 0).
     stop_gen: AtomicU32,
-    /// Slots in use in the current stop (0 once resumed).
-    nslots: AtomicUsize,
+    /// The current stop's window of slots, `base << 32 | n` (n = 0 once resumed), read by
+    /// handlers in one load so that base and count always belong to the same stop.
+    window: AtomicU64,
+    /// Where the next stop's window starts (written by the collector only). It moves past a
+    /// window in which a thread was left running: that thread's handler may run late and
+    /// write into its slot, which must then belong to no later stop.
+    next_base: AtomicUsize,
     /// The last generation resumed: the futex word stopped threads sleep on.
     resumed: AtomicU32,
 }
@@ -140,7 +165,8 @@ impl Handshake {
         pub fn new() -> Handshake {
             Handshake {
                 stop_gen: AtomicU32::new(0),
-                nslots: AtomicUsize::new(0),
+                window: AtomicU64::new(0),
+                next_base: AtomicUsize::new(0),
                 resumed: AtomicU32::new(0),
             }
         }
@@ -154,65 +180,93 @@ impl Handshake {
             gen = 1;
         }
         self.stop_gen.store(gen, Ordering::Release);
+        let mut base = self.next_base.load(Ordering::Relaxed);
+        if base >= slots.len() / 2 {
+            base = 0;
+        }
+        let table = &slots[base..];
         let mut n = 0usize;
         let mut full = false;
+        let mut gave_up = false;
         loop {
             let before = n;
             let listed = world.threads(&mut |tid| {
                 // A negated tid is a thread left running: not a new thread either.
-                if slots[..n]
+                if table[..n]
                     .iter()
                     .any(|s| s.tid.load(Ordering::Relaxed).unsigned_abs() == tid.unsigned_abs())
                 {
                     return;
                 }
-                let Some(s) = slots.get(n) else {
+                let Some(s) = table.get(n) else {
                     full = true;
                     return;
                 };
                 s.acked.store(0, Ordering::Relaxed);
                 s.tid.store(tid, Ordering::Relaxed);
-                self.nslots.store(n + 1, Ordering::Release);
+                self.window.store(window(base, n + 1), Ordering::Release);
                 if world.signal(tid) {
                     n += 1;
                 } else {
                     s.tid.store(0, Ordering::Relaxed);
-                    self.nslots.store(n, Ordering::Release);
+                    self.window.store(window(base, n), Ordering::Release);
                 }
             });
             if !listed || full {
-                self.resume(Stopped { gen, n });
+                self.resume(Stopped {
+                    gen,
+                    base,
+                    n,
+                    gave_up: true,
+                });
                 return Err(if full {
                     StopError::Full
                 } else {
                     StopError::Unlisted
                 });
             }
-            for s in &slots[before..n] {
-                if !Self::wait_for(s, gen, world) {
-                    self.resume(Stopped { gen, n });
-                    return Err(StopError::Blocked);
+            for s in &table[before..n] {
+                match Self::wait_for(s, gen, world) {
+                    Wait::Acked => {}
+                    Wait::LeftRunning => gave_up = true,
+                    Wait::Abort => {
+                        self.resume(Stopped {
+                            gen,
+                            base,
+                            n,
+                            gave_up: true,
+                        });
+                        return Err(StopError::Blocked);
+                    }
                 }
             }
             if n == before {
-                return Ok(Stopped { gen, n });
+                return Ok(Stopped {
+                    gen,
+                    base,
+                    n,
+                    gave_up,
+                });
             }
         }
     }
 
-    /// Waits until the thread of slot `s` acknowledges `gen`, or `world` gives up on it;
-    /// false if the stop must be given up.
-    fn wait_for(s: &Slot, gen: u32, world: &impl World) -> bool {
+    /// Waits until the thread of slot `s` acknowledges `gen`, or `world` gives up on it.
+    fn wait_for(s: &Slot, gen: u32, world: &impl World) -> Wait {
         let mut turn = 0u64;
         while s.acked.load(Ordering::Acquire) != gen {
             turn += 1;
             let tid = s.tid.load(Ordering::Relaxed);
             if !world.keep_waiting(tid, turn) {
                 s.tid.store(-tid, Ordering::Relaxed);
-                return !world.abort_on_give_up(tid);
+                return if world.abort_on_give_up(tid) {
+                    Wait::Abort
+                } else {
+                    Wait::LeftRunning
+                };
             }
         }
-        true
+        Wait::Acked
     }
 
     /// The handler of thread `tid`, its stack being `sp..top`: if the current stop has a slot
@@ -227,8 +281,10 @@ impl Handshake {
         tp: usize,
     ) -> Option<u32> {
         let gen = self.stop_gen.load(Ordering::Acquire);
-        let n = self.nslots.load(Ordering::Acquire);
+        let w = self.window.load(Ordering::Acquire);
+        let (base, n) = ((w >> 32) as usize, w as u32 as usize);
         let s = slots
+            .get(base..)?
             .iter()
             .take(n)
             .find(|s| s.tid.load(Ordering::Acquire) == tid)?;
@@ -252,7 +308,12 @@ impl Handshake {
     pub fn resume(&self, stopped: Stopped) {
         self.resumed.store(stopped.gen, Ordering::Release);
         futex_wake_all(&self.resumed);
-        self.nslots.store(0, Ordering::Release);
+        self.window
+            .store(window(stopped.base, 0), Ordering::Release);
+        if stopped.gave_up {
+            self.next_base
+                .store(stopped.base + stopped.n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -265,7 +326,7 @@ impl Stopped {
 
     /// Calls `f(tp)` with the `pthread_self()` of every stopped thread that recorded one.
     pub fn for_each_thread_pointer(&self, slots: &[Slot], mut f: impl FnMut(usize)) {
-        for s in &slots[..self.n] {
+        for s in &slots[self.base..][..self.n] {
             if s.tid.load(Ordering::Relaxed) > 0 && s.acked.load(Ordering::Acquire) == self.gen {
                 let tp = s.tp.load(Ordering::Relaxed);
                 if tp != 0 {
@@ -278,7 +339,7 @@ impl Stopped {
     /// Whether a stopped thread could not say where its stack is (its handler recorded an
     /// empty range: it runs on an alternate signal stack, or its stack top is unknown).
     pub fn any_unscannable(&self, slots: &[Slot]) -> bool {
-        slots[..self.n].iter().any(|s| {
+        slots[self.base..][..self.n].iter().any(|s| {
             s.tid.load(Ordering::Relaxed) > 0
                 && s.acked.load(Ordering::Acquire) == self.gen
                 && s.top.load(Ordering::Relaxed) <= s.sp.load(Ordering::Relaxed)
@@ -288,7 +349,7 @@ impl Stopped {
     /// Calls `f(sp, top)` with the stack range of every stopped thread (`slots` as given to
     /// `stop`): the threads that acknowledged, not those left running.
     pub fn for_each_stack(&self, slots: &[Slot], mut f: impl FnMut(usize, usize)) {
-        for s in &slots[..self.n] {
+        for s in &slots[self.base..][..self.n] {
             if s.tid.load(Ordering::Relaxed) > 0 && s.acked.load(Ordering::Acquire) == self.gen {
                 let (sp, top) = (s.sp.load(Ordering::Relaxed), s.top.load(Ordering::Relaxed));
                 if top > sp {
