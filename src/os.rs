@@ -82,6 +82,51 @@ pub fn debug_flag(flag: &[u8]) -> bool {
     env(c"GOMALLOC_DEBUG").is_some_and(|v| v.split(|&b| b == b',').any(|kv| kv == flag))
 }
 
+/// Starts a detached thread running `entry(arg)` with a stack of `stack` bytes, without the
+/// global allocator (gomalloc's helper threads: the scavenger, the collector's timer and mark
+/// workers); false if it cannot be started.
+#[cfg(not(miri))]
+pub fn spawn_detached(
+    entry: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    arg: *mut libc::c_void,
+    stack: usize,
+) -> bool {
+    // SAFETY: plain pthread calls on a zero-initialised attribute object we own; the entry
+    // point is an extern "C" fn that lives forever.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, stack);
+        let mut tid: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut tid, &attr, entry, arg);
+        libc::pthread_attr_destroy(&mut attr);
+        rc == 0
+    }
+}
+
+/// For a helper thread, on itself: blocks every signal (the program's signals go to its own
+/// threads) and names the thread (for `top -H` readers).
+#[cfg(not(miri))]
+pub fn become_helper(name: &core::ffi::CStr) {
+    // SAFETY: the signal mask and name of the calling thread only.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+    }
+}
+
+/// The calling thread's kernel id.
+#[cfg(feature = "gc")]
+pub fn gettid() -> i32 {
+    // SAFETY: a system call without arguments or memory effects.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
 /// Rounds `n` up to a multiple of the power of two `align`; `None` on overflow.
 #[inline]
 pub fn round_up(n: usize, align: usize) -> Option<usize> {

@@ -76,45 +76,26 @@ fn start() -> bool {
 
 #[cfg(not(miri))]
 fn start() -> bool {
-    // SAFETY: plain pthread calls on a zero-initialised attribute object we own; the entry
-    // point is an extern "C" fn that lives forever and takes no argument.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        if libc::pthread_attr_init(&mut attr) != 0 {
-            return false;
-        }
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        libc::pthread_attr_setstacksize(&mut attr, 128 * 1024);
-        let mut tid: libc::pthread_t = 0;
-        let rc = libc::pthread_create(&mut tid, &attr, run, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
-        rc == 0
-    }
+    crate::os::spawn_detached(run, core::ptr::null_mut(), 128 * 1024)
 }
 
 #[cfg(not(miri))]
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
-    // SAFETY: blocking every signal on this thread keeps the program's signals going to its
-    // own threads; naming the thread helps `top -H` readers. Both only touch this thread.
-    unsafe {
-        // Published before signals are blocked (the collector's `stw::is_exempt`).
-        #[cfg(feature = "gc")]
-        TID.store(libc::syscall(libc::SYS_gettid) as i32, Ordering::Release);
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
-        libc::prctl(libc::PR_SET_NAME, c"gomalloc-scav".as_ptr());
-    }
+    // Published before signals are blocked (the collector's `stw::is_exempt`).
+    #[cfg(feature = "gc")]
+    TID.store(crate::os::gettid(), Ordering::Release);
+    crate::os::become_helper(c"gomalloc-scav");
     loop {
         if WORK.swap(0, Ordering::SeqCst) == 0 {
             wait_for_work(IDLE_EXIT_MS);
             if WORK.swap(0, Ordering::SeqCst) == 0 && retire() {
                 #[cfg(feature = "gc")]
-                {
-                    // SAFETY: a system call without memory effects.
-                    let me = unsafe { libc::syscall(libc::SYS_gettid) as i32 };
-                    let _ = TID.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
-                }
+                let _ = TID.compare_exchange(
+                    crate::os::gettid(),
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 return core::ptr::null_mut();
             }
         }

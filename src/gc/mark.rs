@@ -180,6 +180,12 @@ fn drain_sharing(grey: &mut GreyStack, share: bool) {
             give(grey);
         }
     }
+    // The FIFO's old entries would stay on this thread's stack, where the next cycle's scan
+    // of the collector's own frames could find them and keep their objects one cycle longer.
+    for e in fifo.iter_mut() {
+        // SAFETY: a write to our own array; volatile so that it is not dropped as dead.
+        unsafe { ptr::write_volatile(e, (ptr::null(), 0)) };
+    }
 }
 
 // ---- parallel marking ----------------------------------------------------------------------
@@ -284,18 +290,7 @@ pub fn ensure_workers(want: usize) {
         let idx = WORKERS.load(Ordering::Relaxed);
         // The worker starts from the current generation: the next mark is its first.
         let arg = (WORK_GEN.load(Ordering::Acquire) as usize) << 8 | idx;
-        // SAFETY: a detached thread running `worker`, created without the global allocator;
-        // `attr` is initialised, used and destroyed here.
-        let ok = unsafe {
-            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-            libc::pthread_attr_init(&mut attr);
-            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-            libc::pthread_attr_setstacksize(&mut attr, 128 * 1024);
-            let mut tid: libc::pthread_t = 0;
-            let rc = libc::pthread_create(&mut tid, &attr, worker, arg as *mut libc::c_void);
-            libc::pthread_attr_destroy(&mut attr);
-            rc == 0
-        };
+        let ok = crate::os::spawn_detached(worker, arg as *mut libc::c_void, 128 * 1024);
         if !ok {
             break;
         }
@@ -319,31 +314,15 @@ pub fn reset_workers_after_fork_child() {
 
 extern "C" fn worker(arg: *mut libc::c_void) -> *mut libc::c_void {
     let (idx, first_gen) = (arg as usize & 0xff, (arg as usize >> 8) as u32);
-    // SAFETY: tid, signal mask and name of this thread only; the tid is published before
-    // signals are blocked (see `stw::is_exempt`).
-    unsafe {
-        super::stw::EXEMPT[1 + idx]
-            .store(libc::syscall(libc::SYS_gettid) as i32, Ordering::Release);
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, ptr::null_mut());
-        libc::prctl(libc::PR_SET_NAME, c"gomalloc-mark".as_ptr());
-    }
+    // The tid is published before signals are blocked (see `stw::is_exempt`).
+    super::stw::EXEMPT[1 + idx].store(crate::os::gettid(), Ordering::Release);
+    crate::os::become_helper(c"gomalloc-mark");
     let mut grey = GreyStack::new();
     let mut seen = first_gen;
     loop {
         let now = WORK_GEN.load(Ordering::Acquire);
         if now == seen {
-            // SAFETY: a futex wait on our word; returns at once if it changed.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_futex,
-                    WORK_GEN.as_ptr(),
-                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                    seen,
-                    ptr::null::<libc::timespec>(),
-                );
-            }
+            crate::sync::futex_wait(&WORK_GEN, seen);
             continue;
         }
         seen = now;
@@ -368,15 +347,7 @@ pub fn drain_with_workers(grey: &mut GreyStack) -> bool {
         give(grey);
     }
     WORK_GEN.fetch_add(1, Ordering::AcqRel);
-    // SAFETY: a futex wake on our word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            WORK_GEN.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        );
-    }
+    crate::sync::futex_wake_all(&WORK_GEN);
     drain_parallel(grey);
     while DONE.load(Ordering::Acquire) < n {
         core::hint::spin_loop();

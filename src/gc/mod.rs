@@ -411,18 +411,7 @@ fn start_timer() {
     if TIMER_RUNNING.swap(true, Ordering::AcqRel) {
         return;
     }
-    // SAFETY: a detached thread running `timer`, created without the global allocator; `attr`
-    // is initialised, used and destroyed here.
-    let ok = unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
-        let mut tid: libc::pthread_t = 0;
-        let rc = libc::pthread_create(&mut tid, &attr, timer, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
-        rc == 0
-    };
+    let ok = crate::os::spawn_detached(timer, core::ptr::null_mut(), 256 * 1024);
     if !ok {
         TIMER_RUNNING.store(false, Ordering::Release);
     }
@@ -432,15 +421,9 @@ fn start_timer() {
 /// and the GC heap has objects. It blocks every signal (the program's signals go to its own
 /// threads) and is never stopped by a collection (it holds no `Gc`).
 extern "C" fn timer(_: *mut libc::c_void) -> *mut libc::c_void {
-    // SAFETY: tid, signal mask and name of this thread only. The tid is published before
-    // signals are blocked (see `stw::is_exempt`).
-    unsafe {
-        stw::EXEMPT[0].store(libc::syscall(libc::SYS_gettid) as i32, Ordering::Release);
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
-        libc::prctl(libc::PR_SET_NAME, c"gomalloc-gc".as_ptr());
-    }
+    // The tid is published before signals are blocked (see `stw::is_exempt`).
+    stw::EXEMPT[0].store(crate::os::gettid(), Ordering::Release);
+    crate::os::become_helper(c"gomalloc-gc");
     loop {
         let period = FORCE_PERIOD_NS.load(Ordering::Relaxed);
         let since = crate::os::now_ns().saturating_sub(LAST_GC_NS.load(Ordering::Relaxed));
@@ -478,15 +461,7 @@ pub fn set_force_period(period: core::time::Duration) {
     FORCE_PERIOD_NS.store(ns, Ordering::Relaxed);
     started();
     TIMER_WAKE.fetch_add(1, Ordering::Release);
-    // SAFETY: a futex wake on our own word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            TIMER_WAKE.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
-    }
+    crate::sync::futex_wake(&TIMER_WAKE);
 }
 
 /// The collector's locks in their order, for the fork handlers.
@@ -558,53 +533,43 @@ pub struct GcStats {
     pub frees: u64,
 }
 
+impl GcStats {
+    /// Nothing done yet.
+    const ZERO: GcStats = GcStats {
+        num_gc: 0,
+        num_forced_gc: 0,
+        pause_total_ns: 0,
+        pause_ns: [0; 256],
+        pause_end: [0; 256],
+        last_gc: 0,
+        gc_cpu_fraction: 0.0,
+        last_stopped_threads: 0,
+        num_skipped: 0,
+        sweep_total_ns: 0,
+        heap_live: 0,
+        heap_spans: 0,
+        next_gc: 0,
+        mallocs: 0,
+        frees: 0,
+    };
+}
+
 impl Default for GcStats {
     fn default() -> Self {
-        GcStats {
-            num_gc: 0,
-            num_forced_gc: 0,
-            pause_total_ns: 0,
-            pause_ns: [0; 256],
-            pause_end: [0; 256],
-            last_gc: 0,
-            gc_cpu_fraction: 0.0,
-            last_stopped_threads: 0,
-            num_skipped: 0,
-            sweep_total_ns: 0,
-            heap_live: 0,
-            heap_spans: 0,
-            next_gc: 0,
-            mallocs: 0,
-            frees: 0,
-        }
+        Self::ZERO
     }
 }
 
-/// The collector's running totals (`GcStats` less what is read from the heap).
+/// The collector's running totals: the cycle fields of a `GcStats` (those read from the heap
+/// and the pacer stay 0 here) and the CPU time behind `gc_cpu_fraction`.
 struct Totals {
-    num_gc: u64,
-    num_forced_gc: u64,
-    pause_total_ns: u64,
-    pause_ns: [u64; 256],
-    pause_end: [u64; 256],
-    last_gc: u64,
+    s: GcStats,
     gc_cpu_ns: u64,
-    last_stopped_threads: u64,
-    num_skipped: u64,
-    sweep_total_ns: u64,
 }
 
 static STATS: Mutex<Totals> = Mutex::new(Totals {
-    num_gc: 0,
-    num_forced_gc: 0,
-    pause_total_ns: 0,
-    pause_ns: [0; 256],
-    pause_end: [0; 256],
-    last_gc: 0,
+    s: GcStats::ZERO,
     gc_cpu_ns: 0,
-    last_stopped_threads: 0,
-    num_skipped: 0,
-    sweep_total_ns: 0,
 });
 
 /// Mark workers besides the collector: `GOMALLOC_GC_WORKERS` if set, else one fewer than
@@ -656,25 +621,17 @@ pub fn stats() -> GcStats {
     let t = STATS.lock();
     let elapsed = crate::os::now_ns().saturating_sub(START_NS.load(Ordering::Relaxed));
     GcStats {
-        num_gc: t.num_gc,
-        num_forced_gc: t.num_forced_gc,
-        pause_total_ns: t.pause_total_ns,
-        pause_ns: t.pause_ns,
-        pause_end: t.pause_end,
-        last_gc: t.last_gc,
         gc_cpu_fraction: if STARTED.load(Ordering::Relaxed) && elapsed > 0 {
             t.gc_cpu_ns as f64 / (elapsed as f64 * ncpu() as f64)
         } else {
             0.0
         },
-        last_stopped_threads: t.last_stopped_threads,
-        num_skipped: t.num_skipped,
-        sweep_total_ns: t.sweep_total_ns,
         heap_live: h.live,
         heap_spans: h.spans,
         next_gc: NEXT_GC.load(Ordering::Relaxed),
         mallocs: h.nmalloc - cached,
         frees: h.nfree,
+        ..t.s
     }
 }
 
@@ -762,7 +719,7 @@ fn cycle(why: Trigger) {
         let live = h.stats.live;
         drop(h);
         NEXT_GC.store(goal(live), Ordering::Relaxed);
-        STATS.lock().num_skipped += 1;
+        STATS.lock().s.num_skipped += 1;
         return;
     };
     h.sweep();
@@ -792,7 +749,9 @@ fn cycle(why: Trigger) {
 fn record(t: &Times, why: Trigger) -> u64 {
     let pause = t.resumed - t.stopping;
     let sweep = t.end - t.resumed;
-    let mut s = STATS.lock();
+    let mut totals = STATS.lock();
+    totals.gc_cpu_ns += pause * ncpu() + sweep;
+    let s = &mut totals.s;
     let i = (s.num_gc % 256) as usize;
     s.num_gc += 1;
     s.num_forced_gc += (why == Trigger::User) as u64;
@@ -801,7 +760,6 @@ fn record(t: &Times, why: Trigger) -> u64 {
     let now = unix_ns();
     s.pause_end[i] = now.saturating_sub(t.end - t.resumed);
     s.last_gc = now;
-    s.gc_cpu_ns += pause * ncpu() + sweep;
     s.last_stopped_threads = t.threads as u64;
     s.sweep_total_ns += sweep;
     s.num_gc

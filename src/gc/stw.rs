@@ -70,10 +70,7 @@ static WARNED_BLOCKED: AtomicBool = AtomicBool::new(false);
 pub static EXEMPT: [AtomicI32; 1 + super::mark::MAX_WORKERS] =
     [const { AtomicI32::new(0) }; 1 + super::mark::MAX_WORKERS];
 
-fn gettid() -> i32 {
-    // SAFETY: a system call without arguments or memory effects.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
+use crate::os::gettid;
 
 fn tgkill(pid: i32, tid: i32, sig: libc::c_int) -> bool {
     // SAFETY: sends a signal (or, with 0, only checks the thread exists); no memory effects.
