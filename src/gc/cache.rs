@@ -35,7 +35,7 @@ use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 /// Bytes a refill reserves at most (and at least one object).
 const REFILL_BYTES: usize = 8 << 10;
 /// Objects a refill reserves at most.
-const REFILL_OBJECTS: usize = 32;
+const REFILL_OBJECTS: usize = 512;
 
 /// One thread's cached slots: a list head and a count per (noscan, size class).
 pub struct GcCache {
