@@ -129,21 +129,7 @@ fn retire() -> bool {
 /// Sleeps until WORK is set or `ms` pass.
 #[cfg(not(miri))]
 fn wait_for_work(ms: u64) {
-    let ts = libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as _,
-    };
-    // SAFETY: FUTEX_WAIT reads the u32 at WORK, valid for the call, with a valid relative
-    // timeout; a spurious or early return only shortens the wait.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            WORK.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            0u32,
-            &ts as *const libc::timespec,
-        );
-    }
+    crate::sync::futex_wait_for(&WORK, 0, ms * 1_000_000);
 }
 
 #[cfg(miri)]

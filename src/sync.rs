@@ -299,6 +299,26 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
     }
 }
 
+/// As [`futex_wait`], giving up after `ns` nanoseconds (the helper threads' timed sleeps).
+#[cfg(all(not(loom), not(miri)))]
+pub(crate) fn futex_wait_for(word: &AtomicU32, expected: u32, ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as _,
+    };
+    // SAFETY: FUTEX_WAIT reads the u32 at `word`, valid for the call, with a valid relative
+    // timeout; a spurious or early return only shortens the wait (callers loop).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
 /// Wakes one thread sleeping in [`futex_wait`] on `word`.
 #[cfg(all(not(loom), not(miri)))]
 pub(crate) fn futex_wake(word: &AtomicU32) {

@@ -435,22 +435,8 @@ extern "C" fn timer(_: *mut libc::c_void) -> *mut libc::c_void {
             LAST_GC_NS.fetch_max(crate::os::now_ns(), Ordering::Relaxed);
             continue;
         }
-        let wait = period - since;
-        let ts = libc::timespec {
-            tv_sec: (wait / 1_000_000_000) as libc::time_t,
-            tv_nsec: (wait % 1_000_000_000) as _,
-        };
         let seen = TIMER_WAKE.load(Ordering::Acquire);
-        // SAFETY: a timed futex wait on our own word; returns on timeout, wake or change.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                TIMER_WAKE.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                seen,
-                &ts as *const libc::timespec,
-            );
-        }
+        crate::sync::futex_wait_for(&TIMER_WAKE, seen, period - since);
     }
 }
 
