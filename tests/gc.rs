@@ -3,8 +3,7 @@
 //! count the GC heap's live objects, which parts running at once would disturb.
 #![cfg(feature = "gc")]
 
-use gomalloc::gc::{self, Gc};
-use std::cell::Cell;
+use gomalloc::gc::{self, Gc, GcCell};
 use std::hint::black_box;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -17,7 +16,7 @@ static A: gomalloc::GoMalloc = gomalloc::GoMalloc;
 struct Node {
     id: u64,
     check: u64,
-    edges: [Cell<Option<Gc<Node>>>; 3],
+    edges: [GcCell<Option<Gc<Node>>>; 3],
 }
 
 fn check_of(id: u64) -> u64 {
@@ -29,7 +28,7 @@ fn node(id: u64) -> Gc<Node> {
     Gc::new(Node {
         id,
         check: check_of(id),
-        edges: [Cell::new(None), Cell::new(None), Cell::new(None)],
+        edges: [GcCell::new(None), GcCell::new(None), GcCell::new(None)],
     })
 }
 
@@ -323,8 +322,15 @@ fn pacing() {
     // Little survives, so the goal is the 4 MiB minimum; a cycle starts on the allocation
     // that reaches it.
     assert_eq!(s.next_gc, 4 << 20);
+    // A concurrent mark runs while the program allocates: the heap may pass the goal by 10%
+    // before an allocating thread waits for the mark (plus one refill).
+    let slack = if concurrent() {
+        s.next_gc / 10 + (8 << 10)
+    } else {
+        64
+    };
     assert!(
-        max_live <= s.next_gc + 64,
+        max_live <= s.next_gc + slack,
         "heap {max_live} over goal {}",
         s.next_gc
     );
@@ -357,6 +363,7 @@ fn edge(n: &SNode, e: usize) -> Option<Gc<SNode>> {
 fn set_edge(n: &SNode, e: usize, to: Option<Gc<SNode>>) {
     let p = to.map_or(ptr::null_mut(), |g| Gc::as_ptr(g).cast_mut());
     n.edges[e].store(p, Ordering::Release);
+    gc::write_barrier(&p);
 }
 
 /// A chain of `len` nodes with ids `first..first + len`.
@@ -688,8 +695,19 @@ fn memstats_has_gc_fields() {
     assert!(format!("{m}").contains("# NumGC = "));
 }
 
+fn concurrent() -> bool {
+    std::env::var_os("GOMALLOC_TEST_CONCURRENT").is_some()
+}
+
 #[test]
 fn collector() {
+    // CI runs this file twice: stop-the-world, and with concurrent marking (and gccheckmark).
+    // Every pointer store into a GC object here goes through `GcCell::set` or is followed by
+    // `gc::write_barrier`.
+    if concurrent() {
+        // SAFETY: as above.
+        unsafe { gc::set_concurrent(true) };
+    }
     list_keeps_objects_and_garbage_goes();
     random_graph_against_shadow_model();
     noscan_does_not_keep_objects();

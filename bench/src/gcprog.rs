@@ -25,13 +25,18 @@ pub struct GcOpts {
     pub scan_malloc: bool,
     /// Extra MiB kept live (as trees) for the whole run.
     pub live_mib: usize,
+    /// Whether cycles mark concurrently (`--concurrent`).
+    pub concurrent: bool,
 }
 
-/// Parses `--depth N --threads N --no-scan-malloc --live-mib L`; exits with a usage line on
-/// anything else. Applies `--no-scan-malloc`.
+/// Parses `--depth N --threads N --no-scan-malloc --live-mib L --concurrent`; exits with a
+/// usage line on anything else. Applies `--no-scan-malloc` and `--concurrent`.
 pub fn parse(prog: &str, default_depth: u32) -> GcOpts {
     let usage = || -> ! {
-        eprintln!("usage: {prog} [--depth N] [--threads N] [--live-mib L] [--no-scan-malloc]");
+        eprintln!(
+            "usage: {prog} [--depth N] [--threads N] [--live-mib L] [--no-scan-malloc] \
+             [--concurrent]"
+        );
         std::process::exit(2)
     };
     let mut o = GcOpts {
@@ -39,6 +44,7 @@ pub fn parse(prog: &str, default_depth: u32) -> GcOpts {
         threads: 1,
         scan_malloc: true,
         live_mib: 0,
+        concurrent: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -53,6 +59,11 @@ pub fn parse(prog: &str, default_depth: u32) -> GcOpts {
                 i += 1;
                 continue;
             }
+            "--concurrent" => {
+                o.concurrent = true;
+                i += 1;
+                continue;
+            }
             _ => usage(),
         }
         i += 2;
@@ -61,6 +72,11 @@ pub fn parse(prog: &str, default_depth: u32) -> GcOpts {
         // SAFETY: both programs keep every `Gc` on the stack, in registers or in GC objects,
         // never in memory from the global allocator (the `Vec`s they use hold plain numbers).
         unsafe { gomalloc::gc::set_scan_malloc(false) };
+    }
+    if o.concurrent {
+        // SAFETY: binary-trees never stores into a GC object after creating it, and GCBench
+        // stores its pointers through `GcCell::set` (the write barrier).
+        unsafe { gomalloc::gc::set_concurrent(true) };
     }
     o
 }

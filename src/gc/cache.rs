@@ -37,11 +37,19 @@ const REFILL_BYTES: usize = 8 << 10;
 /// Objects a refill reserves at most.
 const REFILL_OBJECTS: usize = 512;
 
+/// Words a thread's barrier buffer holds before it is flushed to the markers.
+const WB_CAP: usize = 256;
+
 /// One thread's cached slots: a list head and a count per (noscan, size class).
 pub struct GcCache {
     lists: [[*mut u8; NUM_CLASSES]; 2],
     /// Slots on each list (written by the owner only; read by `stats`).
     counts: [[AtomicU32; NUM_CLASSES]; 2],
+    /// The barrier buffer: pointers this thread stored into GC objects, or objects it
+    /// allocated, during a concurrent mark, not yet marked (`shade`). Written by the owner;
+    /// read and emptied by the collector while the owner is stopped.
+    wb: [usize; WB_CAP],
+    wb_len: usize,
     registered: bool,
     next: *mut GcCache,
     prev: *mut GcCache,
@@ -76,6 +84,8 @@ std::thread_local! {
         Local(UnsafeCell::new(GcCache {
             lists: [[ptr::null_mut(); NUM_CLASSES]; 2],
             counts: [const { [const { AtomicU32::new(0) }; NUM_CLASSES] }; 2],
+            wb: [0; WB_CAP],
+            wb_len: 0,
             registered: false,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
@@ -175,6 +185,69 @@ unsafe fn register(c: *mut GcCache) {
     r.head = c;
 }
 
+/// Queues the GC object `w` points into (if any and not yet marked) for the concurrent mark:
+/// the write barrier's and a new object's shading (Dijkstra's insertion barrier: the object a
+/// pointer is stored to turns grey). Called only while `mark::marking()`.
+///
+/// A word is appended to the buffer before the count covers it (a compiler fence keeps the
+/// order a signal handler sees): a thread stopped in between still holds `w` in a register or
+/// on its stack, which mark termination scans. Nothing here sets a mark bit, so no object is
+/// ever marked without being queued.
+#[inline]
+pub fn shade(w: usize) {
+    if let Some((g, i)) = find_object(w) {
+        // SAFETY: a live record (GC spans stay GC spans while the mark runs).
+        if unsafe { (*g).is_marked(i) } {
+            return;
+        }
+    } else {
+        return;
+    }
+    push(w);
+}
+
+/// Appends `w` to this thread's barrier buffer without looking it up first (a new object:
+/// not marked yet, so the lookup would only confirm it).
+#[inline]
+pub fn push(w: usize) {
+    let Ok(c) = CACHE.try_with(|l| l.0.get()) else {
+        super::mark::mark_into_pool(&[w]);
+        return;
+    };
+    // SAFETY: this thread's own cache (the collector reads it only while we are stopped).
+    unsafe {
+        if !(*c).registered {
+            register(c);
+        }
+        let n = (*c).wb_len;
+        if n >= WB_CAP {
+            flush(c);
+            return push(w);
+        }
+        (*c).wb[n] = w;
+        compiler_fence(Ordering::SeqCst);
+        (*c).wb_len = n + 1;
+        if n + 1 == WB_CAP {
+            flush(c);
+        }
+    }
+}
+
+/// Hands this thread's barrier buffer to the markers and empties it.
+///
+/// # Safety
+/// `c` is the calling thread's cache.
+#[cold]
+unsafe fn flush(c: *mut GcCache) {
+    // SAFETY: precondition; the entries below `wb_len` were written by us.
+    unsafe {
+        let n = (*c).wb_len.min(WB_CAP);
+        super::mark::mark_into_pool(&(&(*c).wb)[..n]);
+        compiler_fence(Ordering::SeqCst);
+        (*c).wb_len = 0;
+    }
+}
+
 /// At thread exit: gives every cached slot back and leaves the registry.
 ///
 /// # Safety
@@ -184,6 +257,9 @@ unsafe fn give_back(c: *mut GcCache) {
     if unsafe { !(*c).registered } {
         return;
     }
+    // The shaded objects of a concurrent mark go to the markers (dropped if none runs).
+    // SAFETY: our own cache.
+    unsafe { flush(c) };
     let mut h = GC_HEAP.lock();
     for n in 0..2 {
         for class in 1..NUM_CLASSES {
@@ -235,6 +311,24 @@ impl Caches {
                 unsafe { (*g).set_mark(i) };
             }
         });
+    }
+
+    /// Marks what every thread's barrier buffer holds (queueing it on `grey`) and empties the
+    /// buffers: at mark termination, with the world stopped.
+    pub fn drain_barrier_buffers(&self, grey: &mut super::mark::GreyStack) {
+        let mut c = self.0.head;
+        while !c.is_null() {
+            // SAFETY: a registered cache under the registry's lock whose thread is stopped or
+            // is the caller; its entries below `wb_len` are words it wrote.
+            unsafe {
+                let n = (*c).wb_len.min(WB_CAP);
+                for &w in &(&(*c).wb)[..n] {
+                    super::mark::mark_word(w, grey);
+                }
+                (*c).wb_len = 0;
+                c = (*c).next;
+            }
+        }
     }
 
     /// Cached slots and their bytes, over all threads (read racily: for statistics).

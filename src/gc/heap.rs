@@ -37,6 +37,8 @@ pub struct GcSpan {
     pub alloc: [u64; WORDS],
     /// Bit `i`: object `i` was reached by the current mark.
     pub mark: [u64; WORDS],
+    /// The concurrent mark's bits while `gccheckmark` marks again (`save_marks`).
+    check: [u64; WORDS],
     /// Its objects are never scanned.
     pub noscan: bool,
     /// Object size (span bytes for a large object) and count.
@@ -54,14 +56,43 @@ pub struct GcSpan {
 }
 
 impl GcSpan {
+    /// Alloc word `w`, read atomically: markers of a concurrent mark read it while a refill
+    /// (under `GC_HEAP`) writes it.
     #[inline]
-    pub fn is_allocated(&self, i: usize) -> bool {
-        self.alloc[i / 64] & (1 << (i % 64)) != 0
+    fn alloc_word(&self, w: usize) -> u64 {
+        // SAFETY: an aligned u64 of this live record; every access during a concurrent mark is
+        // atomic (reads here, writes through `set_alloc_word`).
+        unsafe {
+            core::sync::atomic::AtomicU64::from_ptr(ptr::addr_of!(self.alloc[w]).cast_mut())
+                .load(core::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    /// Stores alloc word `w` (the caller holds `GC_HEAP`, so it is the only writer).
+    #[inline]
+    fn set_alloc_word(&mut self, w: usize, v: u64) {
+        // SAFETY: as `alloc_word`.
+        unsafe {
+            core::sync::atomic::AtomicU64::from_ptr(&mut self.alloc[w])
+                .store(v, core::sync::atomic::Ordering::Relaxed)
+        }
     }
 
     #[inline]
+    pub fn is_allocated(&self, i: usize) -> bool {
+        self.alloc_word(i / 64) & (1 << (i % 64)) != 0
+    }
+
+    /// Mark bit `i`, read atomically (markers set mark bits while mutators read them in the
+    /// write barrier).
+    #[inline]
     pub fn is_marked(&self, i: usize) -> bool {
-        self.mark[i / 64] & (1 << (i % 64)) != 0
+        // SAFETY: an aligned u64 of this live record, accessed atomically while markers run.
+        let m = unsafe {
+            core::sync::atomic::AtomicU64::from_ptr(ptr::addr_of!(self.mark[i / 64]).cast_mut())
+                .load(core::sync::atomic::Ordering::Relaxed)
+        };
+        m & (1 << (i % 64)) != 0
     }
 
     /// Sets mark bit `i` unless set; true if this call set it. Atomic, for parallel markers
@@ -77,9 +108,10 @@ impl GcSpan {
         word.fetch_or(bit, core::sync::atomic::Ordering::Relaxed) & bit == 0
     }
 
+    /// Sets mark bit `i` (atomically: markers may run).
     #[inline]
     pub fn set_mark(&mut self, i: usize) {
-        self.mark[i / 64] |= 1 << (i % 64);
+        self.try_mark(i);
     }
 
     /// The start of object `i` (`i < nelems`), derived from the span's first page, so that it
@@ -208,7 +240,8 @@ impl GcHeap {
             let Some(i) = (*g).find_free() else {
                 return ptr::null_mut();
             };
-            (*g).alloc[i / 64] |= 1 << (i % 64);
+            let w = (*g).alloc[i / 64] | 1 << (i % 64);
+            (*g).set_alloc_word(i / 64, w);
             (*g).nfree -= 1;
             (*g).hint = i + 1;
             if (*g).nfree == 0 && (*g).in_partial {
@@ -253,7 +286,8 @@ impl GcHeap {
                     while free != 0 && got < max {
                         let b = free.trailing_zeros() as usize;
                         free &= free - 1;
-                        (*g).alloc[w] |= 1 << b;
+                        let v = (*g).alloc[w] | 1 << b;
+                        (*g).set_alloc_word(w, v);
                         let p = (*g).object(w * 64 + b);
                         zero(p, size);
                         f(p);
@@ -286,12 +320,15 @@ impl GcHeap {
         // SAFETY: `g` is a live record of ours (found under our lock) and `i` an allocated
         // object of it, which the precondition says nobody uses.
         unsafe {
-            (*g).alloc[i / 64] &= !(1 << (i % 64));
+            let w = (*g).alloc[i / 64] & !(1 << (i % 64));
+            (*g).set_alloc_word(i / 64, w);
             (*g).nfree += 1;
             self.stats.live -= (*g).size;
             self.stats.nmalloc -= 1;
             let class = (*(*g).span).class as usize;
-            if (*g).nfree == (*g).nelems {
+            // During a concurrent mark a marker may be reading this record: an empty span
+            // stays (the sweep after the mark returns it).
+            if (*g).nfree == (*g).nelems && !super::mark::marking() {
                 self.release(g);
             } else if !(*g).in_partial {
                 self.push_partial(g, class);
@@ -325,6 +362,7 @@ impl GcHeap {
                 span: s,
                 alloc: [0; WORDS],
                 mark: [0; WORDS],
+                check: [0; WORDS],
                 noscan,
                 size,
                 nelems,
@@ -345,9 +383,11 @@ impl GcHeap {
             }
             self.all = g;
             (*s).gc = g;
-            // Published last: a conservative lookup that finds the span state GC also finds
-            // its record (both under our lock, which every reader holds).
-            (*s).state = span::GC;
+            // Published last, with release: a conservative lookup that finds the span state
+            // GC (an acquire load in `find_object`, which a concurrent marker runs without our
+            // lock) also finds its record, initialised.
+            core::sync::atomic::AtomicU8::from_ptr(&mut (*s).state)
+                .store(span::GC, core::sync::atomic::Ordering::Release);
             if class != 0 {
                 self.push_partial(g, class);
             }
@@ -424,6 +464,44 @@ impl GcHeap {
         freed
     }
 
+    /// Clears every mark bit (a mark given up). No marker runs.
+    pub fn clear_marks(&mut self) {
+        for g in self.spans() {
+            // SAFETY: live records under our lock; no marker runs.
+            unsafe { (*g).mark = [0; WORDS] };
+        }
+    }
+
+    /// `gccheckmark`: moves the mark bits aside and clears them for a second mark.
+    pub fn save_marks(&mut self) {
+        for g in self.spans() {
+            // SAFETY: as `clear_marks`.
+            unsafe {
+                (*g).check = (*g).mark;
+                (*g).mark = [0; WORDS];
+            }
+        }
+    }
+
+    /// `gccheckmark`: the first allocated object that the second mark reached and the saved
+    /// one did not, if any; the mark bits become the union of both.
+    pub fn merge_checked_marks(&mut self) -> Option<usize> {
+        let mut missed = None;
+        for g in self.spans() {
+            // SAFETY: as `clear_marks`.
+            unsafe {
+                for w in 0..WORDS {
+                    let m = (*g).mark[w] & !(*g).check[w] & (*g).alloc[w];
+                    if m != 0 && missed.is_none() {
+                        missed = Some((*g).object(w * 64 + m.trailing_zeros() as usize).addr());
+                    }
+                    (*g).mark[w] |= (*g).check[w];
+                }
+            }
+        }
+        missed
+    }
+
     /// Returns an empty span to the page heap and recycles its record.
     ///
     /// # Safety
@@ -475,7 +553,10 @@ impl Iterator for GcSpans {
 }
 
 /// The GC span record and object index for a word that points into an allocated GC object,
-/// or None. Caller holds `GC_HEAP`'s lock (GC spans change only under it).
+/// or None. Caller holds `GC_HEAP`'s lock (GC spans change only under it), or is a marker of a
+/// concurrent mark: then spans may become GC spans meanwhile (published with release, read
+/// here with acquire) and slots may become allocated (atomic alloc words), but no GC span
+/// stops being one (the sweep and the release of empty spans wait for the mark's end).
 #[inline]
 pub fn find_object(w: usize) -> Option<(*mut GcSpan, usize)> {
     let s = crate::pagemap::span_of(w);
@@ -483,9 +564,11 @@ pub fn find_object(w: usize) -> Option<(*mut GcSpan, usize)> {
         return None;
     }
     // SAFETY: span descriptors are never unmapped; a GC span's state and record change only
-    // under the lock our caller holds.
+    // under `GC_HEAP`, and while a concurrent mark runs a GC span's record stays (see above).
     unsafe {
-        if (*s).state != span::GC {
+        let state = core::sync::atomic::AtomicU8::from_ptr(ptr::addr_of!((*s).state).cast_mut())
+            .load(core::sync::atomic::Ordering::Acquire);
+        if state != span::GC {
             return None;
         }
         let g = (*s).gc;
@@ -511,6 +594,7 @@ mod tests {
                 span: ptr::null_mut(),
                 alloc: [0; WORDS],
                 mark: [0; WORDS],
+                check: [0; WORDS],
                 noscan: false,
                 size,
                 nelems: bytes / size,
@@ -534,6 +618,7 @@ mod tests {
             span: ptr::null_mut(),
             alloc: [u64::MAX; WORDS],
             mark: [0; WORDS],
+            check: [0; WORDS],
             noscan: false,
             size: 80,
             nelems: 102,

@@ -12,7 +12,14 @@
 //! Scanning is conservative: every aligned word of a root or a grey object that points into an
 //! allocated GC object, interior pointers included, marks that object.
 //!
-//! Locks: none of its own; callers hold `GC_HEAP`'s lock for the whole mark.
+//! Concurrent mark (see `gc`'s module docs): while [`marking`] is true, mutators queue the
+//! objects their stores and allocations make reachable (`cache::shade`), and hand full
+//! buffers to [`mark_into_pool`], which marks them grey into the shared pool that the
+//! collector and the mark workers drain while the mutators run.
+//!
+//! Locks: `POOL` (the shared grey pool), taken alone by markers and by mutators flushing a
+//! barrier buffer, and last by the collector before it stops the world for mark termination
+//! (so no stopped thread holds it). The stop-the-world mark holds `GC_HEAP` throughout.
 
 use super::heap::find_object;
 use crate::os;
@@ -218,6 +225,63 @@ static WORK_GEN: AtomicU32 = AtomicU32::new(0);
 static DONE: AtomicUsize = AtomicUsize::new(0);
 /// Workers started.
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// True from the start of a concurrent mark (set while the world is stopped) to mark
+/// termination (cleared while the world is stopped, with `POOL` held).
+static MARKING: AtomicBool = AtomicBool::new(false);
+/// Set when the pool could not grow during a concurrent mark (mark termination then rescans
+/// marked objects).
+static CONC_OVERFLOW: AtomicBool = AtomicBool::new(false);
+
+/// Whether a concurrent mark runs: stores into GC objects and new objects must be shaded.
+#[inline(always)]
+pub fn marking() -> bool {
+    MARKING.load(Ordering::Relaxed)
+}
+
+/// Starts or ends a concurrent mark. The world is stopped (the resume publishes it).
+pub fn set_marking(on: bool) {
+    MARKING.store(on, Ordering::Relaxed);
+}
+
+/// Marks the objects the words `ws` point into and queues the scannable ones in the pool,
+/// for the markers: a mutator's full barrier buffer. Once the mark has ended (checked under
+/// `POOL`, where mark termination clears `MARKING`) the words are dropped: a mark bit set after
+/// that would survive the sweep and hide an unscanned object from the next cycle.
+pub fn mark_into_pool(ws: &[usize]) {
+    let mut pool = POOL.lock();
+    if !marking() {
+        return;
+    }
+    for &w in ws {
+        mark_word(w, &mut pool);
+    }
+    if pool.overflowed {
+        CONC_OVERFLOW.store(true, Ordering::Relaxed);
+        pool.overflowed = false;
+    }
+    POOL_LEN.store(pool.len(), Ordering::Release);
+}
+
+/// Entries waiting in the pool (mutators' flushes that came after the markers went idle).
+pub fn pool_len() -> usize {
+    POOL_LEN.load(Ordering::Acquire)
+}
+
+/// The pool's lock, taken by the collector before it stops the world for mark termination.
+pub fn lock_pool() -> crate::sync::MutexGuard<'static, GreyStack> {
+    POOL.lock()
+}
+
+/// The pool's lock, for the fork handlers.
+pub fn pool_lock_ref() -> &'static dyn crate::sync::RawLock {
+    &POOL
+}
+
+/// Whether the pool overflowed since the last call (during the concurrent mark).
+pub fn take_conc_overflow() -> bool {
+    CONC_OVERFLOW.swap(false, Ordering::Relaxed)
+}
 
 /// Moves half of `grey` to the pool.
 fn give(grey: &mut GreyStack) {

@@ -57,6 +57,7 @@
 mod cache;
 pub mod heap;
 mod mark;
+mod pacer;
 mod roots;
 mod stw;
 
@@ -139,6 +140,8 @@ impl<T> Gc<T> {
         unsafe { ptr.as_ptr().write(value) };
         // Keep `value`'s pointers reachable from the stack until the object holds them.
         core::hint::black_box(ptr);
+        // A new object gets its contents before it is shaded, never after (see `shade`).
+        shade_new(ptr.as_ptr().cast());
         Gc {
             ptr,
             _marker: PhantomData,
@@ -174,13 +177,19 @@ impl<T> Gc<T> {
 /// the alignment is above 8 KiB. For language runtimes that manage object layout themselves.
 ///
 /// The memory is collected once no scanned word points into it.
+///
+/// With [`set_concurrent`] on, pointers stored into it need [`write_barrier`].
 pub fn alloc(layout: Layout) -> *mut u8 {
-    alloc_object(layout, false)
+    let p = alloc_object(layout, false);
+    shade_new(p);
+    p
 }
 
 /// As [`alloc`], for memory that is never scanned.
 pub fn alloc_noscan(layout: Layout) -> *mut u8 {
-    alloc_object(layout, true)
+    let p = alloc_object(layout, true);
+    shade_new(p);
+    p
 }
 
 fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
@@ -194,7 +203,11 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
         layout.size()
     };
     started();
-    let goal = NEXT_GC.load(Ordering::Relaxed);
+    let goal = if CONCURRENT.load(Ordering::Relaxed) {
+        TRIGGER.load(Ordering::Relaxed)
+    } else {
+        NEXT_GC.load(Ordering::Relaxed)
+    };
     let (p, over) = if size <= crate::size_class::MAX_SMALL_SIZE {
         let class = crate::size_class::size_to_class(size.max(1));
         cache::alloc(class, noscan, goal)
@@ -237,6 +250,19 @@ static GOGC: AtomicI64 = AtomicI64::new(i64::MIN);
 static MEMORY_LIMIT: AtomicI64 = AtomicI64::new(i64::MIN);
 /// The heap size (bytes of live GC objects) that starts the next cycle.
 static NEXT_GC: AtomicUsize = AtomicUsize::new(HEAP_MINIMUM);
+/// Bytes at which the next concurrent cycle starts (`pacer`), below the goal.
+static TRIGGER: AtomicUsize = AtomicUsize::new(HEAP_MINIMUM);
+/// The live GC heap the goal was set from.
+static GOAL_BASE: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the goal (and the concurrent trigger) for a live heap of `live` bytes.
+fn set_goal(live: usize) -> usize {
+    let g = goal(live);
+    NEXT_GC.store(g, Ordering::Relaxed);
+    TRIGGER.store(pacer::trigger(live, g), Ordering::Relaxed);
+    GOAL_BASE.store(live, Ordering::Relaxed);
+    g
+}
 /// Whether malloc'd memory is scanned as roots.
 static SCAN_MALLOC: AtomicBool = AtomicBool::new(true);
 /// Go's minimum goal: no cycle before the GC heap holds 4 MiB (GOGC permitting).
@@ -309,7 +335,7 @@ pub fn set_gc_percent(percent: i32) -> i32 {
     let old = gogc();
     GOGC.store(i64::from(percent.max(-1)), Ordering::Relaxed);
     let live = GC_HEAP.lock().stats.live;
-    NEXT_GC.store(goal(live), Ordering::Relaxed);
+    set_goal(live);
     old as i32
 }
 
@@ -325,7 +351,7 @@ pub fn set_memory_limit(limit: i64) -> i64 {
     if limit >= 0 {
         MEMORY_LIMIT.store(limit, Ordering::Relaxed);
         let live = GC_HEAP.lock().stats.live;
-        NEXT_GC.store(goal(live), Ordering::Relaxed);
+        set_goal(live);
     }
     old
 }
@@ -424,7 +450,16 @@ extern "C" fn timer(_: *mut libc::c_void) -> *mut libc::c_void {
     // The tid is published before signals are blocked (see `stw::is_exempt`).
     stw::EXEMPT[0].store(crate::os::gettid(), Ordering::Release);
     crate::os::become_helper(c"gomalloc-gc");
+    BACKGROUND.with(|b| b.set(true));
     loop {
+        // Read before the request flag: a request made after this load changes the word, so
+        // the wait below returns at once instead of missing it.
+        let seen = TIMER_WAKE.load(Ordering::Acquire);
+        if BG_REQUEST.load(Ordering::Acquire) {
+            cycle(Trigger::Heap);
+            BG_REQUEST.store(false, Ordering::Release);
+            continue;
+        }
         let period = FORCE_PERIOD_NS.load(Ordering::Relaxed);
         let since = crate::os::now_ns().saturating_sub(LAST_GC_NS.load(Ordering::Relaxed));
         if since >= period {
@@ -435,7 +470,6 @@ extern "C" fn timer(_: *mut libc::c_void) -> *mut libc::c_void {
             LAST_GC_NS.fetch_max(crate::os::now_ns(), Ordering::Relaxed);
             continue;
         }
-        let seen = TIMER_WAKE.load(Ordering::Acquire);
         crate::sync::futex_wait_for(&TIMER_WAKE, seen, period - since);
     }
 }
@@ -452,12 +486,14 @@ pub fn set_force_period(period: core::time::Duration) {
 
 /// The collector's locks in their order, for the fork handlers.
 fn each_fork_lock(mut f: impl FnMut(&dyn crate::sync::RawLock)) {
+    f(&CYCLE);
     f(&GC_HEAP);
     f(cache::lock_ref());
     for l in roots::locks() {
         f(l);
     }
     f(&STATS);
+    f(mark::pool_lock_ref());
 }
 
 extern "C" fn fork_prepare() {
@@ -638,20 +674,207 @@ enum Trigger {
     Periodic,
 }
 
-/// Times of one cycle's phases (monotonic ns).
+/// Times of one cycle's phases (monotonic ns). A stop-the-world cycle has one pause
+/// (`stopping`..`resumed`) and a second of length 0 at its end; a concurrent one has the
+/// first pause (roots), the concurrent mark (`resumed`..`stopping2`) and mark termination.
 struct Times {
     start: u64,
     stopping: u64,
     stopped: u64,
     resumed: u64,
+    stopping2: u64,
+    resumed2: u64,
     end: u64,
     threads: usize,
+    concurrent: bool,
 }
 
-/// One cycle (see the module docs for the steps).
+impl Times {
+    fn pause(&self) -> u64 {
+        (self.resumed - self.stopping) + (self.resumed2 - self.stopping2)
+    }
+}
+
+/// Serialises cycles (taken before `GC_HEAP`): a concurrent mark runs without `GC_HEAP`.
+static CYCLE: Mutex<()> = Mutex::new(());
+/// Whether cycles mark concurrently (`set_concurrent`).
+static CONCURRENT: AtomicBool = AtomicBool::new(false);
+/// A cycle asked of the background thread (the timer thread) by an allocation over the goal.
+static BG_REQUEST: AtomicBool = AtomicBool::new(false);
+
+/// Turns concurrent marking on or off; returns the previous setting. Off by default: every
+/// cycle then stops the world for its whole mark.
+///
+/// With it on, a cycle stops the world twice, briefly: to scan the roots and turn the write
+/// barrier on, and for mark termination (the roots again, the barrier buffers, what is left
+/// to mark). In between, the mark workers and the thread that runs the cycle mark while the
+/// program runs; a cycle started by the pacer runs on the background thread `gomalloc-gc`
+/// from a trigger below the goal (`pacer`), and an allocating thread goes on unless the heap
+/// passes its goal by 10%, where it waits for the cycle.
+///
+/// # Safety
+/// The program promises that while it is on, every store of a pointer to a GC object *into*
+/// a GC object goes through [`GcCell::set`] or is followed by [`write_barrier`] on the stored
+/// value (Dijkstra's insertion barrier), and that it never hides such a pointer from the
+/// collector in between. A store through a plain `Cell`, an atomic or a raw pointer without
+/// the barrier can let a reachable object be freed. Stores into stacks, statics, registered
+/// regions and malloc memory need no barrier (mark termination rescans them).
+pub unsafe fn set_concurrent(on: bool) -> bool {
+    let _c = CYCLE.lock();
+    CONCURRENT.swap(on, Ordering::Relaxed)
+}
+
+/// A `Cell` for values that hold `Gc` pointers inside GC objects, whose `set` runs the write
+/// barrier (needed when [`set_concurrent`] is on; a plain store otherwise).
+#[repr(transparent)]
+pub struct GcCell<T: Copy>(core::cell::Cell<T>);
+
+impl<T: Copy> GcCell<T> {
+    pub const fn new(v: T) -> Self {
+        GcCell(core::cell::Cell::new(v))
+    }
+
+    #[inline]
+    pub fn get(&self) -> T {
+        self.0.get()
+    }
+
+    /// Stores `v`, then shades the objects its words point to if a concurrent mark runs.
+    #[inline]
+    pub fn set(&self, v: T) {
+        self.0.set(v);
+        write_barrier(&v);
+    }
+}
+
+impl<T: Copy + Default> Default for GcCell<T> {
+    fn default() -> Self {
+        GcCell::new(T::default())
+    }
+}
+
+impl<T: Copy + core::fmt::Debug> core::fmt::Debug for GcCell<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.get().fmt(f)
+    }
+}
+
+/// The write barrier: call it right *after* storing `val` into a GC object by any means other
+/// than [`GcCell::set`] (an atomic, a raw write), while [`set_concurrent`] is on. Every
+/// aligned word of `val` that points into an unmarked GC object queues that object for the
+/// mark. Costs a load and a branch while no mark runs.
+#[inline]
+pub fn write_barrier<T: ?Sized>(val: &T) {
+    // The store must come first: a barrier that found no mark running and a store after the
+    // mark started would hide the stored pointer from a black object.
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    if mark::marking() {
+        shade_words(val as *const T as *const u8, core::mem::size_of_val(val));
+    }
+}
+
+/// Queues a new object for the concurrent mark, if one runs (Go allocates black during a
+/// mark; here a new object is grey: queued, and scanned by a marker, since its contents were
+/// written without the barrier). Not needed for soundness (a new object that stays reachable
+/// is reached from a stack, rescanned at termination, or through a barrier store), but it
+/// keeps mark termination short: the objects the program made during the mark are mostly
+/// marked by then.
+#[inline]
+fn shade_new(p: *mut u8) {
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    if mark::marking() && !p.is_null() {
+        cache::push(p.addr());
+    }
+}
+
+#[cold]
+fn shade_words(p: *const u8, len: usize) {
+    let words = len / core::mem::size_of::<usize>();
+    for k in 0..words {
+        // SAFETY: inside `val`, which is readable; read unaligned, as a plain word (padding
+        // bytes are read as the conservative scan reads them).
+        let w = unsafe { p.cast::<usize>().add(k).read_unaligned() };
+        cache::shade(w);
+    }
+}
+
+/// One cycle (see the module docs for the steps): run here, or, for a pacer-started cycle
+/// with concurrent marking on, asked of the background thread.
 #[inline(never)]
 fn cycle(why: Trigger) {
-    let mut h = GC_HEAP.lock();
+    if why == Trigger::Heap && CONCURRENT.load(Ordering::Relaxed) && !on_background_thread() {
+        let (live, goal) = (GC_HEAP.lock().stats.live, NEXT_GC.load(Ordering::Relaxed));
+        if live < goal.saturating_add(goal / 10) {
+            if !BG_REQUEST.swap(true, Ordering::AcqRel) {
+                TIMER_WAKE.fetch_add(1, Ordering::Release);
+                crate::sync::futex_wake(&TIMER_WAKE);
+            }
+            return;
+        }
+        // 10% over the goal (the hard limit): the mark is not keeping up, so this thread
+        // waits for the cycle in progress (or runs one).
+    }
+    let _c = CYCLE.lock();
+    if CONCURRENT.load(Ordering::Relaxed) {
+        concurrent_cycle(why);
+    } else {
+        stw_cycle(why);
+    }
+}
+
+std::thread_local! {
+    static BACKGROUND: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+fn on_background_thread() -> bool {
+    BACKGROUND.try_with(|b| b.get()).unwrap_or(false)
+}
+
+/// The roots, for a stopped world: the stacks and registers of every thread, the registered
+/// regions, static data and static TLS, the malloc heap, and (with `mark_cached`) the
+/// threads' cached slots, marked without a scan. The first pause of a concurrent mark leaves
+/// the cached slots white: one handed out during the mark gets its contents after that, and
+/// is shaded then (a slot marked black before would never be scanned).
+#[allow(clippy::too_many_arguments)]
+fn scan_roots(
+    stopped: &stw::Stopped,
+    regions: &roots::Regions,
+    segments: &roots::Segments,
+    caches: &cache::Caches,
+    blocks: &crate::huge::Blocks<'_>,
+    scan_malloc: bool,
+    mark_cached: bool,
+    grey: &mut GreyStack,
+) {
+    roots::scan_own_stack(grey);
+    roots::scan_stopped(stopped, grey);
+    regions.scan(grey);
+    segments.scan(grey);
+    // SAFETY: our own thread pointer; the stopped threads' are live while they wait.
+    unsafe {
+        segments.scan_tls(libc::pthread_self() as usize, grey);
+        stopped.for_each_thread_pointer(|tp| segments.scan_tls(tp, grey));
+    }
+    if mark_cached {
+        caches.mark_all();
+    }
+    if scan_malloc {
+        scan_malloc_heap(blocks, grey);
+    }
+}
+
+/// After a skipped cycle: nothing may be swept; the next automatic try waits until the heap
+/// has grown by GOGC again.
+fn skipped(h: crate::sync::MutexGuard<'static, heap::GcHeap>) {
+    let live = h.stats.live;
+    drop(h);
+    set_goal(live);
+    STATS.lock().s.num_skipped += 1;
+}
+
+/// A cycle whose whole mark stops the world.
+fn stw_cycle(why: Trigger) {
+    let h = GC_HEAP.lock();
     // Another thread may have collected while we waited for the lock.
     if why == Trigger::Heap && h.stats.live < NEXT_GC.load(Ordering::Relaxed) {
         return;
@@ -673,19 +896,16 @@ fn cycle(why: Trigger) {
         let stopping = crate::os::now_ns();
         let stopped = stw::stop()?;
         let at_stop = crate::os::now_ns();
-        roots::scan_own_stack(&mut grey);
-        roots::scan_stopped(&stopped, &mut grey);
-        regions.scan(&mut grey);
-        segments.scan(&mut grey);
-        // SAFETY: our own thread pointer; the stopped threads' are live while they wait.
-        unsafe {
-            segments.scan_tls(libc::pthread_self() as usize, &mut grey);
-            stopped.for_each_thread_pointer(|tp| segments.scan_tls(tp, &mut grey));
-        }
-        caches.mark_all();
-        if scan_malloc {
-            scan_malloc_heap(blocks, &mut grey);
-        }
+        scan_roots(
+            &stopped,
+            &regions,
+            &segments,
+            &caches,
+            blocks,
+            scan_malloc,
+            true,
+            &mut grey,
+        );
         if mark::drain_with_workers(&mut grey) {
             grey.overflowed = true;
             mark::rescan_marked(&h, &mut grey);
@@ -699,42 +919,233 @@ fn cycle(why: Trigger) {
     drop(caches);
     grey.free();
     let Some((stopping, stopped, resumed, threads)) = marked else {
-        // The world could not be stopped or a stack could not be found (see `stw::stop`,
-        // `roots::own_stack_known`): nothing was marked, so nothing may be swept. The next
-        // automatic try waits until the heap has grown by GOGC again.
-        let live = h.stats.live;
-        drop(h);
-        NEXT_GC.store(goal(live), Ordering::Relaxed);
-        STATS.lock().s.num_skipped += 1;
-        return;
+        return skipped(h);
     };
-    h.sweep();
-    let after = h.stats.live;
-    GC_HEAP_SPANS.store(h.stats.spans, Ordering::Relaxed);
-    drop(h);
-    // The goal may read the allocator's statistics (memory limit): outside `GC_HEAP`.
-    let next = goal(after);
-    NEXT_GC.store(next, Ordering::Relaxed);
-    let end = crate::os::now_ns();
-    LAST_GC_NS.store(end, Ordering::Relaxed);
     let t = Times {
         start,
         stopping,
         stopped,
         resumed,
-        end,
+        stopping2: resumed,
+        resumed2: resumed,
+        end: 0,
         threads,
+        concurrent: false,
     };
+    finish(h, t, before, why);
+}
+
+/// Sweeps, sets the next goal and records the cycle.
+fn finish(
+    mut h: crate::sync::MutexGuard<'static, heap::GcHeap>,
+    mut t: Times,
+    before: usize,
+    why: Trigger,
+) {
+    h.sweep();
+    let after = h.stats.live;
+    GC_HEAP_SPANS.store(h.stats.spans, Ordering::Relaxed);
+    drop(h);
+    // The goal may read the allocator's statistics (memory limit): outside `GC_HEAP`.
+    let next = set_goal(after);
+    t.end = crate::os::now_ns();
+    LAST_GC_NS.store(t.end, Ordering::Relaxed);
     let n = record(&t, why);
     if trace_on() {
         print_trace(n, &t, before, after, next, why);
     }
 }
 
+/// A cycle with a concurrent mark (`set_concurrent`):
+/// 1. with `GC_HEAP` and the root tables locked, stop the world, turn the barrier on
+///    (`mark::set_marking`), scan the roots onto the grey stack, resume;
+/// 2. release `GC_HEAP` (threads allocate; each new object and each barrier store is shaded
+///    through the thread's buffer) and drain with the mark workers while the program runs,
+///    taking up the buffers that mutators flushed meanwhile;
+/// 3. take `GC_HEAP`, the tables and the pool's lock, stop the world: scan the roots again
+///    (stacks, statics, regions and malloc memory have no barrier), mark what every thread's
+///    barrier buffer holds, drain to the end, check it (`gccheckmark`), turn the barrier off,
+///    resume;
+/// 4. sweep, as a stop-the-world cycle does.
+fn concurrent_cycle(why: Trigger) {
+    let h = GC_HEAP.lock();
+    if why == Trigger::Heap && h.stats.live < TRIGGER.load(Ordering::Relaxed) {
+        return;
+    }
+    let runway = NEXT_GC
+        .load(Ordering::Relaxed)
+        .saturating_sub(GOAL_BASE.load(Ordering::Relaxed));
+    let start = crate::os::now_ns();
+    let before = h.stats.live;
+    let _ = roots::stack_top();
+    let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
+    mark::ensure_workers(mark_workers());
+    let mut grey = GreyStack::new();
+    // Phase 1.
+    let first = {
+        let caches = cache::lock();
+        let regions = roots::lock_regions();
+        let segments = roots::list_statics();
+        crate::huge::with_blocks(|blocks| {
+            if !roots::own_stack_known() {
+                return None;
+            }
+            let stopping = crate::os::now_ns();
+            let stopped = stw::stop()?;
+            let at_stop = crate::os::now_ns();
+            mark::set_marking(true);
+            scan_roots(
+                &stopped,
+                &regions,
+                &segments,
+                &caches,
+                blocks,
+                scan_malloc,
+                false,
+                &mut grey,
+            );
+            stw::resume(stopped);
+            Some((stopping, at_stop, crate::os::now_ns()))
+        })
+    };
+    let Some((stopping, stopped, resumed)) = first else {
+        grey.free();
+        return skipped(h);
+    };
+    drop(h);
+    // Phase 2.
+    let mut overflow = false;
+    for _ in 0..8 {
+        overflow |= mark::drain_with_workers(&mut grey);
+        if mark::pool_len() == 0 {
+            break;
+        }
+    }
+    // Phase 3.
+    let mut h = GC_HEAP.lock();
+    if why == Trigger::Heap {
+        pacer::record(h.stats.live.saturating_sub(before), runway);
+    }
+    let caches = cache::lock();
+    let regions = roots::lock_regions();
+    let segments = roots::list_statics();
+    let pool = mark::lock_pool();
+    let second = crate::huge::with_blocks(|blocks| {
+        let stopping2 = crate::os::now_ns();
+        let stopped = stw::stop()?;
+        // No stopped thread holds the pool's lock (we held it across the stop), and the
+        // markers are idle: the drain below may take it.
+        drop(pool);
+        scan_roots(
+            &stopped,
+            &regions,
+            &segments,
+            &caches,
+            blocks,
+            scan_malloc,
+            true,
+            &mut grey,
+        );
+        caches.drain_barrier_buffers(&mut grey);
+        if mark::drain_with_workers(&mut grey) | overflow | mark::take_conc_overflow() {
+            grey.overflowed = true;
+            mark::rescan_marked(&h, &mut grey);
+        }
+        if checkmark_on() {
+            checkmark(
+                &mut h,
+                &stopped,
+                &regions,
+                &segments,
+                &caches,
+                blocks,
+                scan_malloc,
+            );
+        }
+        {
+            let _pool = mark::lock_pool();
+            mark::set_marking(false);
+        }
+        let threads = stopped.count();
+        stw::resume(stopped);
+        Some((stopping2, crate::os::now_ns(), threads))
+    });
+    drop(segments);
+    drop(regions);
+    drop(caches);
+    grey.free();
+    let Some((stopping2, resumed2, threads)) = second else {
+        // The world could not be stopped for termination: give the mark up (its bits are
+        // partial, so nothing may be swept).
+        {
+            let _pool = mark::lock_pool();
+            mark::set_marking(false);
+        }
+        h.clear_marks();
+        return skipped(h);
+    };
+    let t = Times {
+        start,
+        stopping,
+        stopped,
+        resumed,
+        stopping2,
+        resumed2,
+        end: 0,
+        threads,
+        concurrent: true,
+    };
+    finish(h, t, before, why);
+}
+
+fn checkmark_on() -> bool {
+    crate::os::debug_flag(b"gccheckmark=1")
+}
+
+/// Go's `gccheckmark`: at mark termination, with the world stopped, marks everything again
+/// from the roots with a stop-the-world mark and aborts with one line if that reaches an
+/// object the concurrent mark left unmarked (it would have been freed while reachable). The
+/// marks kept are the union.
+#[allow(clippy::too_many_arguments)]
+fn checkmark(
+    h: &mut heap::GcHeap,
+    stopped: &stw::Stopped,
+    regions: &roots::Regions,
+    segments: &roots::Segments,
+    caches: &cache::Caches,
+    blocks: &crate::huge::Blocks<'_>,
+    scan_malloc: bool,
+) {
+    h.save_marks();
+    let mut grey = GreyStack::new();
+    scan_roots(
+        stopped,
+        regions,
+        segments,
+        caches,
+        blocks,
+        scan_malloc,
+        true,
+        &mut grey,
+    );
+    mark::drain(&mut grey);
+    if grey.overflowed {
+        mark::rescan_marked(h, &mut grey);
+    }
+    grey.free();
+    if let Some(p) = h.merge_checked_marks() {
+        crate::diag::fatal(
+            "gc: gccheckmark: the concurrent mark missed a reachable object at",
+            p,
+            0,
+        );
+    }
+}
+
 /// Adds a finished cycle to the totals; returns its number.
 fn record(t: &Times, why: Trigger) -> u64 {
-    let pause = t.resumed - t.stopping;
-    let sweep = t.end - t.resumed;
+    let pause = t.pause();
+    let sweep = t.end - t.resumed2;
     let mut totals = STATS.lock();
     totals.gc_cpu_ns += pause * ncpu() + sweep;
     let s = &mut totals.s;
@@ -744,7 +1155,7 @@ fn record(t: &Times, why: Trigger) -> u64 {
     s.pause_total_ns += pause;
     s.pause_ns[i] = pause;
     let now = unix_ns();
-    s.pause_end[i] = now.saturating_sub(t.end - t.resumed);
+    s.pause_end[i] = now.saturating_sub(t.end - t.resumed2);
     s.last_gc = now;
     s.last_stopped_threads = t.threads as u64;
     s.sweep_total_ns += sweep;
@@ -797,8 +1208,17 @@ fn ms(l: &mut crate::diag::Line, ns: u64) {
 fn print_trace(n: u64, t: &Times, before: usize, after: usize, goal: usize, why: Trigger) {
     let frac = (stats().gc_cpu_fraction * 100.0) as u64;
     let since = t.start.saturating_sub(START_NS.load(Ordering::Relaxed));
-    let stop = t.stopped - t.stopping;
-    let mark = t.resumed - t.stopped;
+    // Stop-the-world: time to stop, 0, the mark. Concurrent: the first pause, the concurrent
+    // mark, mark termination.
+    let (stop, conc, mark) = if t.concurrent {
+        (
+            t.resumed - t.stopping,
+            t.stopping2 - t.resumed,
+            t.resumed2 - t.stopping2,
+        )
+    } else {
+        (t.stopped - t.stopping, 0, t.resumed - t.stopped)
+    };
     let mut l = crate::diag::Line::new();
     l.str("gc ")
         .dec(n)
@@ -810,11 +1230,15 @@ fn print_trace(n: u64, t: &Times, before: usize, after: usize, goal: usize, why:
         .dec(since / 1_000_000 % 10);
     l.str("s ").dec(frac).str("%: ");
     ms(&mut l, stop);
-    l.str("+0+");
+    l.str("+");
+    ms(&mut l, conc);
+    l.str("+");
     ms(&mut l, mark);
     l.str(" ms clock, ");
     ms(&mut l, stop);
-    l.str("+0/0/0+");
+    l.str("+0/");
+    ms(&mut l, conc);
+    l.str("/0+");
     ms(&mut l, mark);
     l.str(" ms cpu, ");
     l.dec((before >> 20) as u64)

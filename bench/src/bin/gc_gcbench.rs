@@ -5,9 +5,10 @@
 //! algorithm and check output as `bench/gc/gcbench.c` (Boehm GC) and `bench/gc/gcbench.go`;
 //! the original's per-phase timings are left out so that the outputs can be compared.
 //!
-//! `gc-gcbench [--depth N] [--threads N] [--live-mib L] [--no-scan-malloc]` (N = 16 is the
-//! original): with `--threads T` each depth's trees are shared out over T threads, each
-//! building its own (`Node` mutates through `Cell`, so it is not `Sync` and no `Gc<Node>`
+//! `gc-gcbench [--depth N] [--threads N] [--live-mib L] [--no-scan-malloc] [--concurrent]`
+//! (N = 16 is the original): with `--threads T` each depth's trees are shared out over T
+//! threads, each building its own (`Node` mutates through `GcCell`, a `Cell` with the write
+//! barrier, so it is not `Sync` and no `Gc<Node>`
 //! crosses threads: the long-lived tree, array and live heap stay on the main thread, which
 //! cycles stop and scan while it waits in `join`); `--live-mib L` keeps L MiB (counted as 24-byte nodes) of extra trees live
 //! for the whole run, so that the churn runs against a large live heap. Ends with the
@@ -16,10 +17,9 @@
 #[global_allocator]
 static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;
 
-use gomalloc::gc::{self, Gc};
+use gomalloc::gc::{self, Gc, GcCell};
 use gomalloc_bench::gcprog;
 use std::alloc::Layout;
-use std::cell::Cell;
 use std::time::Instant;
 
 const ARRAY_SIZE: usize = 500_000;
@@ -29,8 +29,8 @@ const NODE_BYTES: usize = 24;
 
 #[derive(Default)]
 struct Node {
-    left: Cell<Option<Gc<Node>>>,
-    right: Cell<Option<Gc<Node>>>,
+    left: GcCell<Option<Gc<Node>>>,
+    right: GcCell<Option<Gc<Node>>>,
     #[allow(dead_code)] // the original's payload: allocated, never read
     i: i32,
     #[allow(dead_code)]
@@ -39,8 +39,8 @@ struct Node {
 
 fn new_node(l: Option<Gc<Node>>, r: Option<Gc<Node>>) -> Gc<Node> {
     Gc::new(Node {
-        left: Cell::new(l),
-        right: Cell::new(r),
+        left: GcCell::new(l),
+        right: GcCell::new(r),
         i: 0,
         j: 0,
     })
