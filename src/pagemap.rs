@@ -181,3 +181,10 @@ pub fn static_range() -> (usize, usize) {
     let start = L1.as_ptr() as usize;
     (start, start + core::mem::size_of_val(&L1))
 }
+
+/// The address range of the list of arenas (for the collector: never scanned as a root).
+#[cfg(feature = "gc")]
+pub fn arenas_range() -> (usize, usize) {
+    let start = ARENAS.as_ptr() as usize;
+    (start, start + core::mem::size_of_val(&ARENAS))
+}

@@ -379,10 +379,15 @@ fn main() {
     gc::collect();
     let s = gc::stats();
     black_box(ballast);
+    // Left: the long-lived tree, and what stale words keep (conservative scanning): one stale
+    // word that points at a thread's tree keeps all of its 16 383 nodes, so the bound allows
+    // a few, against the millions of objects the threads made.
+    let tree = (1u64 << TREE_DEPTH) - 1;
+    let left = s.mallocs - s.frees - ((1 << 17) - 1);
+    println!("gc_concurrent: {left} objects left besides the long-lived tree");
     assert!(
-        s.mallocs - s.frees < (1 << 17) + 2_000,
-        "{} objects still live after the threads ended",
-        s.mallocs - s.frees
+        left <= 3 * tree + 2_000,
+        "{left} objects still live after the threads ended, besides the long-lived tree"
     );
     println!("gc_concurrent: ok");
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs binary-trees and GCBench on gomalloc's collector (both root modes: malloc blocks
-scanned, and not), on Boehm GC and on Go, in one run: wall time, GC cycles, max / median / p99
+scanned, and not; each stop-the-world and with concurrent marking), on Boehm GC and on Go, in one run: wall time, GC cycles, max / median / p99
 stop-the-world pause and peak RSS (medians over --reps, implementations in rotating order per
 repetition), ratios to Boehm and Go, and the collector issue's targets. Every run's check output
 must be identical across implementations (exits 1 otherwise). Run through ci/gc-compare.sh,
@@ -24,7 +24,10 @@ a = p.parse_args()
 d = os.path.abspath(a.dir)
 # (name, binary prefix, extra arguments)
 impls = [("gomalloc", "gomalloc", []), ("gomalloc-noscan", "gomalloc", ["--no-scan-malloc"]),
+         ("gomalloc-conc", "gomalloc", ["--concurrent"]),
+         ("gomalloc-conc-noscan", "gomalloc", ["--concurrent", "--no-scan-malloc"]),
          ("boehm", "boehm", []), ("go", "go", [])]
+OURS = [i[0] for i in impls if i[1] == "gomalloc"]
 programs = a.programs.split(",")
 threads = [int(t) for t in a.threads.split(",")]
 depth = {"binarytrees": a.bt_depth, "gcbench": a.gcb_depth}
@@ -50,17 +53,21 @@ def run(prog, impl, t):
     out = {k: float(kv[k]) for k in FIELDS}
     # gomalloc only: GcStats::gc_cpu_fraction (%) and the cycles that ran while the workers did.
     out.update({k: float(kv.get(k, 0)) for k in EXTRA})
-    # gctrace: `gc N @Ts P%: S+0+M ms clock, ...`, S the time to stop the threads and M the
-    # stopped-world mark; the pause is S+M. The sweep runs after the world resumes and is not
-    # in the line, so it is not reported on its own (gc_cpu_pct includes it).
-    cyc = re.findall(r"^gc \d+ @[\d.]+s \d+%: ([\d.]+)\+0\+([\d.]+) ms clock", r.stderr, re.M)
+    # gctrace: `gc N @Ts P%: S+C+M ms clock, ...`. Stop-the-world cycles: S the time to stop
+    # the threads, C 0, M the stopped-world mark. Concurrent cycles (--concurrent): S the first
+    # pause (stop, roots), C the concurrent mark, M mark termination. The pause is S+M. The
+    # sweep runs after the world resumes and is not in the line, so it is not reported on its
+    # own (gc_cpu_pct includes it).
+    cyc = re.findall(r"^gc \d+ @[\d.]+s \d+%: ([\d.]+)\+([\d.]+)\+([\d.]+) ms clock", r.stderr,
+                     re.M)
     if prefix == "gomalloc" and len(cyc) != out["num_gc"]:
         sys.exit(f"FAIL: {' '.join(cmd)}: {len(cyc)} gctrace lines for {out['num_gc']:.0f} cycles")
     if a.expect_threaded_gc and prefix == "gomalloc" and t > 1 and out["threaded_gc"] < 1:
         sys.exit(f"FAIL: {' '.join(cmd)}: no cycle completed while the {t} worker threads ran "
                  f"({out['num_gc']:.0f} cycles in all)")
-    out["stop_ms"] = sum(float(st) for st, _ in cyc)
-    out["mark_ms"] = sum(float(m) for _, m in cyc)
+    out["stop_ms"] = sum(float(st) for st, _, _ in cyc)
+    out["conc_ms"] = sum(float(c) for _, c, _ in cyc)
+    out["mark_ms"] = sum(float(m) for _, _, m in cyc)
     return [l for l in lines if not l.startswith("RESULT ")], out
 
 cases = [(pr, t) for pr in programs for t in threads]
@@ -81,7 +88,7 @@ for rep in range(a.reps):
 print(f"check output identical across {len(impls)} implementations in every run "
       f"({a.reps} repetitions x {len(cases)} cases)")
 
-FIELDS += EXTRA + ["stop_ms", "mark_ms"]
+FIELDS += EXTRA + ["stop_ms", "conc_ms", "mark_ms"]
 med = {key: {f: statistics.median(r[f] for r in v) for f in FIELDS} for key, v in res.items()}
 names = [i[0] for i in impls]
 
@@ -114,20 +121,21 @@ for case in cases:
             cells.append(f"{m['peak_rss_kib'] / 1024 / a.live_mib:.2f}")
         row(cells)
 
-# Where gomalloc's collection time goes, from gctrace: each pause is stop (S: signal every
-# thread, wait until all are parked) + mark (M: roots and the whole mark, world stopped).
-print(f"\ngomalloc's cycles (median of {a.reps}); from gctrace: stop = time to stop the threads, "
-      f"mark = stopped-world roots + mark (ms), pause % = (stop + mark) / wall;\n"
+# Where gomalloc's collection time goes, from gctrace (S+C+M, see `run`).
+print(f"\ngomalloc's cycles (median of {a.reps}); from gctrace, summed over cycles (ms): S = "
+      f"time to stop the threads (stop-the-world) or the first pause (concurrent), C = "
+      f"concurrent mark, M = stopped-world mark or mark termination; pause % = (S + M) / wall;\n"
       f"GC CPU % = GcStats::gc_cpu_fraction (pauses x CPUs + the sweep, which runs after the "
       f"world resumes and is not in gctrace, over elapsed x CPUs); threaded = cycles completed "
       f"while the --threads workers ran")
-row(["case", "wall ms", "cycles", "threaded", "stop ms", "mark ms", "pause %", "GC CPU %"], 36)
-rule(8)
+row(["case", "wall ms", "cycles", "threaded", "S ms", "C ms", "M ms", "pause %", "GC CPU %"], 36)
+rule(9)
 for case in cases:
-    for n in ("gomalloc", "gomalloc-noscan"):
+    for n in OURS:
         m = med[(case, n)]
         row([f"{case[0]} t={case[1]} {n}", f"{m['wall_ms']:.0f}", f"{m['num_gc']:.0f}",
-             f"{m['threaded_gc']:.0f}", f"{m['stop_ms']:.1f}", f"{m['mark_ms']:.0f}",
+             f"{m['threaded_gc']:.0f}", f"{m['stop_ms']:.1f}", f"{m['conc_ms']:.0f}",
+             f"{m['mark_ms']:.0f}",
              f"{100 * (m['stop_ms'] + m['mark_ms']) / m['wall_ms']:.0f}",
              f"{m['gc_cpu_pct']:.0f}"], 36)
 
@@ -137,7 +145,7 @@ ok = lambda b: "PASS" if b else "MISS"
 for case in cases:
     pr, t = case
     b, g = med[(case, "boehm")]["wall_ms"], med[(case, "go")]["wall_ms"]
-    for n in ("gomalloc", "gomalloc-noscan"):
+    for n in OURS:
         m = med[(case, n)]
         thr_g = g / m["wall_ms"]
         line = (f"{pr} t={t} {n}: throughput vs boehm {b / m['wall_ms']:.2f}x (> 1: "

@@ -245,6 +245,9 @@ unsafe fn flush(c: *mut GcCache) {
         super::mark::mark_into_pool(&(&(*c).wb)[..n]);
         compiler_fence(Ordering::SeqCst);
         (*c).wb_len = 0;
+        // The buffer is in thread-local storage, which is scanned as a root: stale entries
+        // would keep their objects alive in later cycles.
+        (&mut (*c).wb)[..n].fill(0);
     }
 }
 
@@ -326,6 +329,7 @@ impl Caches {
                     super::mark::mark_word(w, grey);
                 }
                 (*c).wb_len = 0;
+                (&mut (*c).wb)[..n].fill(0);
                 c = (*c).next;
             }
         }

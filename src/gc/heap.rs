@@ -383,6 +383,11 @@ impl GcHeap {
             }
             self.all = g;
             (*s).gc = g;
+            // The range grows before the span is published (a lookup that finds the state
+            // GC passed the range check with the new bounds or did not need them).
+            let ord = core::sync::atomic::Ordering::Relaxed;
+            RANGE_LO.fetch_min((*s).base(), ord);
+            RANGE_HI.fetch_max((*s).base() + (*s).bytes(), ord);
             // Published last, with release: a conservative lookup that finds the span state
             // GC (an acquire load in `find_object`, which a concurrent marker runs without our
             // lock) also finds its record, initialised.
@@ -552,6 +557,12 @@ impl Iterator for GcSpans {
     }
 }
 
+/// The lowest and highest (exclusive) address any GC span has covered: a word outside is no
+/// pointer to a GC object, without a page-map lookup (most words that conservative scans read
+/// are not pointers, and a lookup of a random word misses the cache). Only grow.
+static RANGE_LO: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
+static RANGE_HI: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 /// The GC span record and object index for a word that points into an allocated GC object,
 /// or None. Caller holds `GC_HEAP`'s lock (GC spans change only under it), or is a marker of a
 /// concurrent mark: then spans may become GC spans meanwhile (published with release, read
@@ -559,6 +570,14 @@ impl Iterator for GcSpans {
 /// stops being one (the sweep and the release of empty spans wait for the mark's end).
 #[inline]
 pub fn find_object(w: usize) -> Option<(*mut GcSpan, usize)> {
+    let lo = RANGE_LO.load(core::sync::atomic::Ordering::Relaxed);
+    if w.wrapping_sub(lo)
+        >= RANGE_HI
+            .load(core::sync::atomic::Ordering::Relaxed)
+            .wrapping_sub(lo)
+    {
+        return None;
+    }
     let s = crate::pagemap::span_of(w);
     if s.is_null() {
         return None;

@@ -105,6 +105,16 @@ impl GreyStack {
         true
     }
 
+    /// Empties the stack for the next cycle, keeping its mapping unless it grew past 1 MiB.
+    pub fn reset(&mut self) {
+        if self.cap * core::mem::size_of::<Range>() > 1 << 20 {
+            self.free();
+        } else {
+            self.len = 0;
+            self.overflowed = false;
+        }
+    }
+
     /// Gives the memory back (after a collection).
     pub fn free(&mut self) {
         if !self.buf.is_null() {

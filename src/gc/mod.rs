@@ -695,8 +695,10 @@ impl Times {
     }
 }
 
-/// Serialises cycles (taken before `GC_HEAP`): a concurrent mark runs without `GC_HEAP`.
-static CYCLE: Mutex<()> = Mutex::new(());
+/// Serialises cycles (taken before `GC_HEAP`: a concurrent mark runs without `GC_HEAP`), and
+/// holds the collector's grey stack, kept from one cycle to the next so that a pause neither
+/// maps it nor faults its pages in.
+static CYCLE: Mutex<GreyStack> = Mutex::new(GreyStack::new());
 /// Whether cycles mark concurrently (`set_concurrent`).
 static CONCURRENT: AtomicBool = AtomicBool::new(false);
 /// A cycle asked of the background thread (the timer thread) by an allocation over the goal.
@@ -814,12 +816,13 @@ fn cycle(why: Trigger) {
         // 10% over the goal (the hard limit): the mark is not keeping up, so this thread
         // waits for the cycle in progress (or runs one).
     }
-    let _c = CYCLE.lock();
+    let mut grey = CYCLE.lock();
     if CONCURRENT.load(Ordering::Relaxed) {
-        concurrent_cycle(why);
+        concurrent_cycle(why, &mut grey);
     } else {
-        stw_cycle(why);
+        stw_cycle(why, &mut grey);
     }
+    grey.reset();
 }
 
 std::thread_local! {
@@ -844,23 +847,38 @@ fn scan_roots(
     blocks: &crate::huge::Blocks<'_>,
     scan_malloc: bool,
     mark_cached: bool,
+    own_floor: usize,
     grey: &mut GreyStack,
-) {
-    roots::scan_own_stack(grey);
-    roots::scan_stopped(stopped, grey);
+) -> usize {
+    let here = scan_thread_roots(stopped, segments, own_floor, grey);
     regions.scan(grey);
     segments.scan(grey);
-    // SAFETY: our own thread pointer; the stopped threads' are live while they wait.
-    unsafe {
-        segments.scan_tls(libc::pthread_self() as usize, grey);
-        stopped.for_each_thread_pointer(|tp| segments.scan_tls(tp, grey));
-    }
     if mark_cached {
         caches.mark_all();
     }
     if scan_malloc {
         scan_malloc_heap(blocks, grey);
     }
+    here
+}
+
+/// The roots that only a stopped world can read: the stacks and registers of every thread
+/// (the collector's own and the stopped ones') and their static TLS blocks (a thread that
+/// exits frees both).
+fn scan_thread_roots(
+    stopped: &stw::Stopped,
+    segments: &roots::Segments,
+    own_floor: usize,
+    grey: &mut GreyStack,
+) -> usize {
+    let here = roots::scan_own_stack(grey, own_floor);
+    roots::scan_stopped(stopped, grey);
+    // SAFETY: our own thread pointer; the stopped threads' are live while they wait.
+    unsafe {
+        segments.scan_tls(libc::pthread_self() as usize, grey);
+        stopped.for_each_thread_pointer(|tp| segments.scan_tls(tp, grey));
+    }
+    here
 }
 
 /// After a skipped cycle: nothing may be swept; the next automatic try waits until the heap
@@ -873,7 +891,7 @@ fn skipped(h: crate::sync::MutexGuard<'static, heap::GcHeap>) {
 }
 
 /// A cycle whose whole mark stops the world.
-fn stw_cycle(why: Trigger) {
+fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
     let h = GC_HEAP.lock();
     // Another thread may have collected while we waited for the lock.
     if why == Trigger::Heap && h.stats.live < NEXT_GC.load(Ordering::Relaxed) {
@@ -888,7 +906,6 @@ fn stw_cycle(why: Trigger) {
     let segments = roots::list_statics();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
     mark::ensure_workers(mark_workers());
-    let mut grey = GreyStack::new();
     let marked = crate::huge::with_blocks(|blocks| {
         if !roots::own_stack_known() {
             return None;
@@ -904,11 +921,12 @@ fn stw_cycle(why: Trigger) {
             blocks,
             scan_malloc,
             true,
-            &mut grey,
+            0,
+            grey,
         );
-        if mark::drain_with_workers(&mut grey) {
+        if mark::drain_with_workers(grey) {
             grey.overflowed = true;
-            mark::rescan_marked(&h, &mut grey);
+            mark::rescan_marked(&h, grey);
         }
         let threads = stopped.count();
         stw::resume(stopped);
@@ -917,7 +935,6 @@ fn stw_cycle(why: Trigger) {
     drop(segments);
     drop(regions);
     drop(caches);
-    grey.free();
     let Some((stopping, stopped, resumed, threads)) = marked else {
         return skipped(h);
     };
@@ -958,16 +975,18 @@ fn finish(
 
 /// A cycle with a concurrent mark (`set_concurrent`):
 /// 1. with `GC_HEAP` and the root tables locked, stop the world, turn the barrier on
-///    (`mark::set_marking`), scan the roots onto the grey stack, resume;
-/// 2. release `GC_HEAP` (threads allocate; each new object and each barrier store is shaded
-///    through the thread's buffer) and drain with the mark workers while the program runs,
-///    taking up the buffers that mutators flushed meanwhile;
+///    (`mark::set_marking`), scan the threads' stacks, registers and static TLS onto the grey
+///    stack, resume;
+/// 2. while the program runs: scan the registered regions and static data, release
+///    `GC_HEAP` (threads allocate; each new object and each barrier store is shaded through
+///    the thread's buffer), scan malloc memory, and drain with the mark workers, taking up
+///    the buffers that mutators flushed meanwhile;
 /// 3. take `GC_HEAP`, the tables and the pool's lock, stop the world: scan the roots again
 ///    (stacks, statics, regions and malloc memory have no barrier), mark what every thread's
 ///    barrier buffer holds, drain to the end, check it (`gccheckmark`), turn the barrier off,
 ///    resume;
 /// 4. sweep, as a stop-the-world cycle does.
-fn concurrent_cycle(why: Trigger) {
+fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     let h = GC_HEAP.lock();
     if why == Trigger::Heap && h.stats.live < TRIGGER.load(Ordering::Relaxed) {
         return;
@@ -980,13 +999,11 @@ fn concurrent_cycle(why: Trigger) {
     let _ = roots::stack_top();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
     mark::ensure_workers(mark_workers());
-    let mut grey = GreyStack::new();
     // Phase 1.
     let first = {
-        let caches = cache::lock();
         let regions = roots::lock_regions();
         let segments = roots::list_statics();
-        crate::huge::with_blocks(|blocks| {
+        let r = crate::huge::with_blocks(|_| {
             if !roots::own_stack_known() {
                 return None;
             }
@@ -994,29 +1011,30 @@ fn concurrent_cycle(why: Trigger) {
             let stopped = stw::stop()?;
             let at_stop = crate::os::now_ns();
             mark::set_marking(true);
-            scan_roots(
-                &stopped,
-                &regions,
-                &segments,
-                &caches,
-                blocks,
-                scan_malloc,
-                false,
-                &mut grey,
-            );
+            scan_thread_roots(&stopped, &segments, 0, grey);
             stw::resume(stopped);
             Some((stopping, at_stop, crate::os::now_ns()))
-        })
+        });
+        if r.is_some() {
+            // The roots that stay mapped while the program runs are scanned once it runs
+            // again (a store into them after that needs no barrier: mark termination
+            // rescans them). The cached slots stay white (see `scan_roots`).
+            regions.scan(grey);
+            segments.scan(grey);
+        }
+        r
     };
     let Some((stopping, stopped, resumed)) = first else {
-        grey.free();
         return skipped(h);
     };
     drop(h);
+    if scan_malloc {
+        crate::huge::with_blocks(|blocks| scan_malloc_heap(blocks, grey));
+    }
     // Phase 2.
     let mut overflow = false;
     for _ in 0..8 {
-        overflow |= mark::drain_with_workers(&mut grey);
+        overflow |= mark::drain_with_workers(grey);
         if mark::pool_len() == 0 {
             break;
         }
@@ -1036,7 +1054,7 @@ fn concurrent_cycle(why: Trigger) {
         // No stopped thread holds the pool's lock (we held it across the stop), and the
         // markers are idle: the drain below may take it.
         drop(pool);
-        scan_roots(
+        let own_floor = scan_roots(
             &stopped,
             &regions,
             &segments,
@@ -1044,12 +1062,13 @@ fn concurrent_cycle(why: Trigger) {
             blocks,
             scan_malloc,
             true,
-            &mut grey,
+            0,
+            grey,
         );
-        caches.drain_barrier_buffers(&mut grey);
-        if mark::drain_with_workers(&mut grey) | overflow | mark::take_conc_overflow() {
+        caches.drain_barrier_buffers(grey);
+        if mark::drain_with_workers(grey) | overflow | mark::take_conc_overflow() {
             grey.overflowed = true;
-            mark::rescan_marked(&h, &mut grey);
+            mark::rescan_marked(&h, grey);
         }
         if checkmark_on() {
             checkmark(
@@ -1060,6 +1079,7 @@ fn concurrent_cycle(why: Trigger) {
                 &caches,
                 blocks,
                 scan_malloc,
+                own_floor,
             );
         }
         {
@@ -1073,7 +1093,6 @@ fn concurrent_cycle(why: Trigger) {
     drop(segments);
     drop(regions);
     drop(caches);
-    grey.free();
     let Some((stopping2, resumed2, threads)) = second else {
         // The world could not be stopped for termination: give the mark up (its bits are
         // partial, so nothing may be swept).
@@ -1115,6 +1134,7 @@ fn checkmark(
     caches: &cache::Caches,
     blocks: &crate::huge::Blocks<'_>,
     scan_malloc: bool,
+    own_floor: usize,
 ) {
     h.save_marks();
     let mut grey = GreyStack::new();
@@ -1126,6 +1146,7 @@ fn checkmark(
         blocks,
         scan_malloc,
         true,
+        own_floor,
         &mut grey,
     );
     mark::drain(&mut grey);
