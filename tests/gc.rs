@@ -593,8 +593,12 @@ fn memory_limit() {
         max_live = max_live.max(gc::stats().heap_live);
     }
     assert!(gc::stats().num_gc > n0, "no cycle under the memory limit");
+    // Concurrent marking lets the heap pass its goal by up to 10% while a mark runs, and
+    // what is allocated during a mark survives it (floating garbage), which raises the next
+    // goal's floor (live + 1/16 + 1 MiB): the margin is looser there.
+    let cap = if concurrent() { 12 << 20 } else { 9 << 20 };
     assert!(
-        max_live <= 9 << 20,
+        max_live <= cap,
         "GC heap reached {max_live} under an 8 MiB margin"
     );
     assert_eq!(gc::set_memory_limit(i64::MAX), limit);
@@ -699,6 +703,36 @@ fn concurrent() -> bool {
     std::env::var_os("GOMALLOC_TEST_CONCURRENT").is_some()
 }
 
+/// Threads that exit (giving their caches back) while collections run back to back. Found
+/// in review: a thread-exit flush took the markers' pool lock, and a stop that caught a thread
+/// holding it hung the stopped world.
+fn threads_exit_during_collections() {
+    let stop = AtomicBool::new(false);
+    let cycles = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..300 {
+                gc::collect();
+                cycles.fetch_add(1, Ordering::Relaxed);
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let hs: Vec<_> = (0..8)
+                        .map(|_| std::thread::spawn(|| black_box(Gc::new([0u64; 2]))[0]))
+                        .collect();
+                    for h in hs {
+                        h.join().expect("short thread");
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(cycles.load(Ordering::Relaxed), 300);
+}
+
 #[test]
 fn collector() {
     // CI runs this file twice: stop-the-world, and with concurrent marking (and gccheckmark).
@@ -720,5 +754,6 @@ fn collector() {
     memory_limit();
     fork_while_threads_allocate();
     thread_exit_gives_cached_slots_back();
+    threads_exit_during_collections();
     memstats_has_gc_fields();
 }

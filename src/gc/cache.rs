@@ -206,10 +206,20 @@ pub fn shade(w: usize) {
     push(w);
 }
 
-/// Appends `w` to this thread's barrier buffer without looking it up first (a new object:
-/// not marked yet, so the lookup would only confirm it).
+/// Queues the new object `p` (its contents written) for the concurrent mark, to be scanned
+/// even if its mark bit is set: a slot can be marked before it is handed out (conservative
+/// words, such as this thread's own list head in scanned TLS, point at cached slots), and the
+/// contents written into it since were never scanned. A thread stopped between the write and
+/// this push holds `p` in a register or on its stack, and mark termination scans the objects
+/// its stack points to whatever their mark bits (`mark::scan_range_force`).
 #[inline]
-pub fn push(w: usize) {
+pub fn push_new(p: usize) {
+    push(p | 1);
+}
+
+/// Appends the entry `w` to this thread's barrier buffer.
+#[inline]
+fn push(w: usize) {
     let Ok(c) = CACHE.try_with(|l| l.0.get()) else {
         super::mark::mark_into_pool(&[w]);
         return;
@@ -242,6 +252,9 @@ unsafe fn flush(c: *mut GcCache) {
     // SAFETY: precondition; the entries below `wb_len` were written by us.
     unsafe {
         let n = (*c).wb_len.min(WB_CAP);
+        if n == 0 {
+            return;
+        }
         super::mark::mark_into_pool(&(&(*c).wb)[..n]);
         compiler_fence(Ordering::SeqCst);
         (*c).wb_len = 0;
@@ -325,8 +338,8 @@ impl Caches {
             // is the caller; its entries below `wb_len` are words it wrote.
             unsafe {
                 let n = (*c).wb_len.min(WB_CAP);
-                for &w in &(&(*c).wb)[..n] {
-                    super::mark::mark_word(w, grey);
+                for &e in &(&(*c).wb)[..n] {
+                    super::mark::mark_entry(e, grey);
                 }
                 (*c).wb_len = 0;
                 (&mut (*c).wb)[..n].fill(0);

@@ -322,6 +322,10 @@ impl GcHeap {
         unsafe {
             let w = (*g).alloc[i / 64] & !(1 << (i % 64));
             (*g).set_alloc_word(i / 64, w);
+            // A reserved slot may have been marked (conservative words point at cached
+            // slots); the free slot starts white.
+            core::sync::atomic::AtomicU64::from_ptr(&mut (*g).mark[i / 64])
+                .fetch_and(!(1 << (i % 64)), core::sync::atomic::Ordering::Relaxed);
             (*g).nfree += 1;
             self.stats.live -= (*g).size;
             self.stats.nmalloc -= 1;
@@ -527,12 +531,17 @@ impl GcHeap {
                 (*(*g).next).prev = (*g).prev;
             }
             self.stats.spans -= (*s).bytes();
-            (*s).gc = ptr::null_mut();
-            (*s).state = if (*s).class == 0 {
+            // The state first, then the record: a lookup that saw the state GC finds either
+            // the record or null (see `find_object`).
+            let state = if (*s).class == 0 {
                 span::LARGE
             } else {
                 span::SMALL
             };
+            core::sync::atomic::AtomicU8::from_ptr(&mut (*s).state)
+                .store(state, core::sync::atomic::Ordering::Release);
+            core::sync::atomic::AtomicPtr::from_ptr(&mut (*s).gc)
+                .store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
             HEAPS[0].free(s);
             self.pool.free(g as *mut u8);
         }
@@ -590,7 +599,14 @@ pub fn find_object(w: usize) -> Option<(*mut GcSpan, usize)> {
         if state != span::GC {
             return None;
         }
-        let g = (*s).gc;
+        // Null if the span stopped being a GC span after the state was read (a sweep's
+        // `release`, possible only for a mutator caught inside the barrier across mark
+        // termination); a stale record is harmless (records are never unmapped).
+        let g = core::sync::atomic::AtomicPtr::from_ptr(ptr::addr_of!((*s).gc).cast_mut())
+            .load(core::sync::atomic::Ordering::Acquire);
+        if g.is_null() {
+            return None;
+        }
         let i = (*g).index_of(w - (*s).base());
         if i < (*g).nelems && (*g).is_allocated(i) {
             Some((g, i))

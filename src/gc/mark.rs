@@ -142,18 +142,66 @@ pub fn mark_word(w: usize, grey: &mut GreyStack) {
     }
 }
 
+/// As [`mark_word`], but queues a scannable object even if it is marked already: for words
+/// that may point at an object marked before it got its contents (an object handed out
+/// from a slot that conservative words had marked, while its allocating thread was stopped
+/// or before it shaded the object), whose scan is then owed.
+#[inline]
+pub fn mark_word_force(w: usize, grey: &mut GreyStack) {
+    if let Some((g, i)) = find_object(w) {
+        // SAFETY: as in `mark_word`.
+        unsafe {
+            (*g).try_mark(i);
+            if !(*g).noscan {
+                grey.push((*g).object(i), (*g).size);
+            }
+        }
+    }
+}
+
+/// A barrier buffer entry: a word to mark, or (low bit set) a new object to mark and scan
+/// whatever its mark bit (`cache::push_new`).
+#[inline]
+pub fn mark_entry(e: usize, grey: &mut GreyStack) {
+    if e & 1 != 0 {
+        mark_word_force(e & !1, grey);
+    } else {
+        mark_word(e, grey);
+    }
+}
+
 /// Scans the `len` bytes at `start` word by word (aligned words only).
 ///
 /// # Safety
 /// The range is readable memory, and `start` a pointer that may read all of it.
 pub unsafe fn scan_range(start: *const u8, len: usize, grey: &mut GreyStack) {
+    // SAFETY: precondition.
+    unsafe { scan_range_with::<false>(start, len, grey) }
+}
+
+/// As [`scan_range`], with [`mark_word_force`]: for the stacks of threads stopped at mark
+/// termination, where a new object may be in flight (see `cache::push_new`).
+///
+/// # Safety
+/// As [`scan_range`].
+pub unsafe fn scan_range_force(start: *const u8, len: usize, grey: &mut GreyStack) {
+    // SAFETY: precondition.
+    unsafe { scan_range_with::<true>(start, len, grey) }
+}
+
+#[inline(always)]
+unsafe fn scan_range_with<const FORCE: bool>(start: *const u8, len: usize, grey: &mut GreyStack) {
     let end = start.addr().saturating_add(len);
     let mut p = start.map_addr(|a| (a + WORD - 1) & !(WORD - 1));
     while p.addr() + WORD <= end {
         // SAFETY: an aligned word inside the readable range (precondition). Volatile: the
         // words are read as they are, whatever the compiler knows about them.
         let w = unsafe { ptr::read_volatile(p.cast::<usize>()) };
-        mark_word(w, grey);
+        if FORCE {
+            mark_word_force(w, grey);
+        } else {
+            mark_word(w, grey);
+        }
         p = p.wrapping_add(WORD);
     }
 }
@@ -263,8 +311,8 @@ pub fn mark_into_pool(ws: &[usize]) {
     if !marking() {
         return;
     }
-    for &w in ws {
-        mark_word(w, &mut pool);
+    for &e in ws {
+        mark_entry(e, &mut pool);
     }
     if pool.overflowed {
         CONC_OVERFLOW.store(true, Ordering::Relaxed);
@@ -410,8 +458,14 @@ extern "C" fn worker(arg: *mut libc::c_void) -> *mut libc::c_void {
 pub fn drain_with_workers(grey: &mut GreyStack) -> bool {
     let n = WORKERS.load(Ordering::Acquire);
     if n == 0 {
-        drain(grey);
-        return core::mem::take(&mut grey.overflowed);
+        // Alone: the pool may still hold what mutators flushed during a concurrent mark.
+        loop {
+            drain(grey);
+            if !take(grey) {
+                break;
+            }
+        }
+        return core::mem::take(&mut grey.overflowed) | OVERFLOWED.swap(false, Ordering::Relaxed);
     }
     OVERFLOWED.store(false, Ordering::Relaxed);
     DONE.store(0, Ordering::Relaxed);

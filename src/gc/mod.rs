@@ -455,9 +455,9 @@ extern "C" fn timer(_: *mut libc::c_void) -> *mut libc::c_void {
         // Read before the request flag: a request made after this load changes the word, so
         // the wait below returns at once instead of missing it.
         let seen = TIMER_WAKE.load(Ordering::Acquire);
-        if BG_REQUEST.load(Ordering::Acquire) {
+        // Cleared before the cycle: a request made while it runs is kept for the next turn.
+        if BG_REQUEST.swap(false, Ordering::AcqRel) {
             cycle(Trigger::Heap);
-            BG_REQUEST.store(false, Ordering::Release);
             continue;
         }
         let period = FORCE_PERIOD_NS.load(Ordering::Relaxed);
@@ -785,7 +785,7 @@ pub fn write_barrier<T: ?Sized>(val: &T) {
 fn shade_new(p: *mut u8) {
     core::sync::atomic::compiler_fence(Ordering::SeqCst);
     if mark::marking() && !p.is_null() {
-        cache::push(p.addr());
+        cache::push_new(p.addr());
     }
 }
 
@@ -850,7 +850,9 @@ fn scan_roots(
     own_floor: usize,
     grey: &mut GreyStack,
 ) -> usize {
-    let here = scan_thread_roots(stopped, segments, own_floor, grey);
+    // Mark termination (`mark_cached` and no floor) scans in-flight new objects too.
+    let force = mark_cached && own_floor == 0 && mark::marking();
+    let here = scan_thread_roots(stopped, segments, own_floor, force, grey);
     regions.scan(grey);
     segments.scan(grey);
     if mark_cached {
@@ -865,14 +867,18 @@ fn scan_roots(
 /// The roots that only a stopped world can read: the stacks and registers of every thread
 /// (the collector's own and the stopped ones') and their static TLS blocks (a thread that
 /// exits frees both).
+///
+/// `force` (mark termination): objects the stopped threads' stacks point to are scanned
+/// even if marked (see `cache::push_new`).
 fn scan_thread_roots(
     stopped: &stw::Stopped,
     segments: &roots::Segments,
     own_floor: usize,
+    force: bool,
     grey: &mut GreyStack,
 ) -> usize {
     let here = roots::scan_own_stack(grey, own_floor);
-    roots::scan_stopped(stopped, grey);
+    roots::scan_stopped(stopped, force, grey);
     // SAFETY: our own thread pointer; the stopped threads' are live while they wait.
     unsafe {
         segments.scan_tls(libc::pthread_self() as usize, grey);
@@ -906,12 +912,16 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
     let segments = roots::list_statics();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
     mark::ensure_workers(mark_workers());
+    // The markers' pool: a thread may take its lock at any time (a thread-exit flush), so it
+    // is held across the stop (no stopped thread holds it) and released for the mark.
+    let pool = mark::lock_pool();
     let marked = crate::huge::with_blocks(|blocks| {
         if !roots::own_stack_known() {
             return None;
         }
         let stopping = crate::os::now_ns();
         let stopped = stw::stop()?;
+        drop(pool);
         let at_stop = crate::os::now_ns();
         scan_roots(
             &stopped,
@@ -1011,7 +1021,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
             let stopped = stw::stop()?;
             let at_stop = crate::os::now_ns();
             mark::set_marking(true);
-            scan_thread_roots(&stopped, &segments, 0, grey);
+            scan_thread_roots(&stopped, &segments, 0, false, grey);
             stw::resume(stopped);
             Some((stopping, at_stop, crate::os::now_ns()))
         });
@@ -1054,7 +1064,10 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         // No stopped thread holds the pool's lock (we held it across the stop), and the
         // markers are idle: the drain below may take it.
         drop(pool);
-        let own_floor = scan_roots(
+        // The frame `gccheckmark` scans this thread's stack from (see `roots::scan_own_stack`).
+        let anchor = 0usize;
+        let own_floor = core::hint::black_box(core::ptr::addr_of!(anchor)) as usize;
+        scan_roots(
             &stopped,
             &regions,
             &segments,

@@ -85,14 +85,23 @@ pub fn locks() -> [&'static dyn crate::sync::RawLock; 2] {
 /// Scans the stacks of the threads stopped by `stw::stop`: from each one's recorded stack
 /// pointer (inside its suspend handler's frame, below the kernel's signal frame that holds
 /// all its registers) to the top of its stack.
-pub fn scan_stopped(stopped: &super::stw::Stopped, grey: &mut GreyStack) {
+///
+/// With `force`, every object a stack word points to is scanned even if marked (mark
+/// termination of a concurrent mark: see `cache::push_new`).
+pub fn scan_stopped(stopped: &super::stw::Stopped, force: bool, grey: &mut GreyStack) {
     stopped.for_each_stack(|sp, top| {
         // The handler records addresses only (no pointer of ours covers another thread's
         // stack), so take the provenance exposed there, explicitly.
         let s = ptr::with_exposed_provenance::<u8>(sp);
         // SAFETY: the thread is stopped in its handler until the world resumes; its stack
         // from the handler's frame to its top is mapped and not changing.
-        unsafe { scan_range(s, top - sp, grey) };
+        unsafe {
+            if force {
+                super::mark::scan_range_force(s, top - sp, grey)
+            } else {
+                scan_range(s, top - sp, grey)
+            }
+        };
     });
 }
 
@@ -158,17 +167,20 @@ pub fn stack_top() -> *const u8 {
 /// inlined, so that its frame (holding the spilled registers) lies below every frame of its
 /// callers.
 ///
-/// `floor` is for `gccheckmark`, whose second mark runs deeper in the collector's stack than
-/// the first: the dead frames between hold stale words of the first mark's work, which the
-/// first scan never saw and which would look like missed objects.
+/// A nonzero `floor` is for `gccheckmark`'s second mark, which must not see what the first
+/// mark's own work left in the collector's registers and dead frames (one-past-the-end
+/// addresses of scanned objects point at the next object, which may be garbage): it scans
+/// only from `floor`, a frame that was live across both marks, and not the registers.
 #[inline(never)]
 pub fn scan_own_stack(grey: &mut GreyStack, floor: usize) -> usize {
     let mut regs = [0usize; 12];
     spill_registers(&mut regs);
     let here = regs.as_ptr().cast::<u8>();
     let top = stack_top();
-    // SAFETY: our own registers, just stored.
-    unsafe { scan_range(here, core::mem::size_of_val(&regs), grey) };
+    if floor == 0 {
+        // SAFETY: our own registers, just stored.
+        unsafe { scan_range(here, core::mem::size_of_val(&regs), grey) };
+    }
     let from = here.addr().max(floor);
     if top.addr() > from {
         // SAFETY: from this frame (or above) up to the top of this thread's stack: live,
