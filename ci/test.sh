@@ -44,14 +44,21 @@ cargo test --release -p gomalloc --features checked 2>&1 | tee -a "$log"
 step "collector: feature gc (tests/gc.rs, doc tests, benchmarks beside Boehm GC and Go)"
 cargo clippy -p gomalloc --all-targets --features gc -- -D warnings
 cargo clippy -p gomalloc-bench --all-targets --features gc -- -D warnings
-CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --test gc \
-  --test gc_main_thread --lib 2>&1 |
+# tests/gc_concurrent.rs: concurrent marking under stress, with gccheckmark (it sets it).
+# `timeout`: a collector bug can hang a stopped world; CI then fails instead of stalling.
+CARGO_TARGET_DIR=target/gc timeout 900 cargo test --release -p gomalloc --features gc --test gc \
+  --test gc_main_thread --test gc_concurrent --lib 2>&1 |
   tee -a "$log"
 CARGO_TARGET_DIR=target/gc cargo test --release -p gomalloc --features gc --doc gc 2>&1 | tee -a "$log"
+# tests/gc.rs again with concurrent marking (every store there has the barrier) and gccheckmark:
+# every mark termination re-marks from the roots and aborts if the concurrent mark missed one.
+GOMALLOC_TEST_CONCURRENT=1 GOMALLOC_DEBUG=gccheckmark=1 CARGO_TARGET_DIR=target/gc \
+  timeout 900 cargo test --release -p gomalloc --features gc --test gc 2>&1 | tee -a "$log"
 # The mark without workers (serial) and with three (more than this machine's CPUs may give).
 for workers in 0 3; do
-  GOMALLOC_GC_WORKERS=$workers CARGO_TARGET_DIR=target/gc \
-    cargo test --release -p gomalloc --features gc --test gc 2>&1 | tee -a "$log"
+  GOMALLOC_GC_WORKERS=$workers CARGO_TARGET_DIR=target/gc timeout 900 \
+    cargo test --release -p gomalloc --features gc --test gc --test gc_concurrent 2>&1 |
+    tee -a "$log"
 done
 # binary-trees and GCBench at small sizes, threads 1 and 2, on gomalloc, Boehm GC and Go: check
 # outputs identical, a cycle ran while 2 threads allocated (installs gcc, libgc-dev, golang-go,

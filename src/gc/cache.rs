@@ -22,8 +22,15 @@
 //! thread's cache registered; the slots of the other threads' caches are not marked there any
 //! more and the child's first sweep frees them.
 //!
+//! Each cache also holds the thread's barrier buffer for concurrent marking: words a
+//! `GcCell::set`/`write_barrier` shaded, and new objects (tagged by their low bit: scanned
+//! whatever their mark bit, since a cached slot can be marked through the conservative scan
+//! of this thread's TLS and its links), appended without a lock and handed to the markers'
+//! pool when full, at thread exit, and by mark termination (world stopped). Entries are zeroed
+//! once used: the buffer lies in scanned TLS.
+//!
 //! Locks: `CACHES` (the registry), taken alone to register, and after `GC_HEAP` by the
-//! collector and by a cache at thread exit.
+//! collector and by a cache at thread exit. A flush takes the markers' pool lock alone.
 
 use super::heap::{find_object, GC_HEAP};
 use crate::size_class::{self, NUM_CLASSES};

@@ -14,10 +14,15 @@
 //!
 //! Invariants (under `GC_HEAP`'s lock): an object is allocated iff its alloc bit is set; mark
 //! bits are clear outside a collection; `nfree` counts the clear alloc bits below `nelems`;
-//! a span is on its class's partial list iff `nfree > 0`; every GC span is on `all`.
+//! a span is on its class's partial list iff `nfree > 0`; every GC span is on `all`. During a
+//! concurrent mark, markers read records without the lock: a span becomes a GC span with its
+//! record initialised before its state is published (release/acquire), alloc and mark words
+//! are accessed atomically, and no GC span stops being one (no sweep, no release of an empty
+//! span) until mark termination.
 //!
 //! Locks: one `Mutex` (`GC_HEAP`), taken before a page-heap lock (gc -> heap), never while an
-//! allocator lock is held. A collection holds it from start to end (so allocation waits).
+//! allocator lock is held. A stop-the-world collection holds it from start to end (so
+//! allocation waits); a concurrent one releases it for its mark.
 
 use crate::fixalloc::FixAlloc;
 use crate::size_class::{self, NUM_CLASSES};

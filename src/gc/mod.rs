@@ -10,13 +10,24 @@
 //! assert_eq!(b.next.unwrap().value, 1); // reachable from `b`, which is on the stack
 //! ```
 //!
-//! Owns: the cycle (stop the world -> roots -> mark -> resume -> sweep), the pacer state
-//! (GOGC, the memory limit, the goal), the timer thread that forces a cycle when none ran for
-//! two minutes, the fork handlers of the collector's locks, and the statistics of cycles.
-//! `heap` owns the GC spans and bitmaps, `mark` the grey stack and the scan, `roots` the root
-//! regions, `stw` the stopping of threads.
+//! Owns: the cycle (stop the world -> roots -> mark -> resume -> sweep, or with concurrent
+//! marking: a short pause -> mark while the program runs -> a short pause -> sweep), the
+//! pacer state (GOGC, the memory limit, the goal, the concurrent trigger), the write barrier's
+//! API (`GcCell`, `write_barrier`), the timer thread that forces a cycle when none ran for two
+//! minutes and runs the pacer's concurrent cycles, the fork handlers of the collector's locks,
+//! and the statistics of cycles. `heap` owns the GC spans and bitmaps, `mark` the grey stack,
+//! the scan and the markers' pool, `cache` the threads' slot caches and barrier buffers,
+//! `pacer` the trigger, `roots` the root regions, `stw` the stopping of threads.
 //!
-//! What a cycle does, in order, holding `GC_HEAP`'s lock throughout (GC allocation waits):
+//! Two kinds of cycle. By default every cycle stops the world for its whole mark (below). With
+//! [`set_concurrent`] (an `unsafe` promise that every pointer store into a GC object goes
+//! through the write barrier), the mark runs while the program runs: see
+//! `concurrent_cycle`; its two pauses scan roots only (threads first; all roots again at mark
+//! termination, since stores into stacks, statics, regions and malloc memory have no
+//! barrier).
+//!
+//! What a stop-the-world cycle does, in order, holding `GC_HEAP`'s lock throughout (GC
+//! allocation waits):
 //! 1. take, before stopping anything, every lock the stopped-world part needs: the region
 //!    table, the huge-block table, and the list of loaded segments (`dl_iterate_phdr`);
 //! 2. stop the world (`stw`): every other thread waits in a signal handler, wherever it was,
@@ -47,12 +58,20 @@
 //!   and a thread that blocks it must hold no `Gc` (see `stw`). System calls interrupted by it
 //!   restart (`SA_RESTART`), apart from those Linux never restarts (`nanosleep` returns the
 //!   time left, `epoll_wait` returns `EINTR`, ...), which Rust's standard library retries.
-//! - Stage of this module: the mark stops the world for its whole length (concurrent mark
-//!   with a write barrier is the next stage, issue 6); the sweep runs concurrently.
+//! - With concurrent marking on: every store of a `Gc` pointer into a GC object goes through
+//!   [`GcCell::set`] or is followed by [`write_barrier`]; objects allocated during a mark
+//!   survive it (floating garbage, as in Go). Off, no barrier is needed.
 //!
-//! Locks, in order: `GC_HEAP` (gc::heap), then `roots`' region and segment tables and `huge`'s
-//! table (all taken before the world stops and released after it resumes), then the page
-//! heap's lock for freed spans during the sweep. `STATS` is taken alone.
+//! Soundness notes (concurrent mark): markers read GC objects while mutators write them, and
+//! a barrier caught across mark termination may read a span record the sweep is recycling;
+//! these are word-sized reads of always-mapped memory whose values are only ever used as
+//! addresses to look up (as in Boehm's collector), not data races on values Rust code trusts.
+//!
+//! Locks, in order: `CYCLE` (one cycle at a time; holds the collector's grey stack), then
+//! `GC_HEAP` (gc::heap), then the slot-cache registry, `roots`' region and segment tables,
+//! `huge`'s table and the markers' pool (all taken before the world stops; the pool is
+//! released once it has stopped), then the page heap's lock for freed spans during the sweep.
+//! `STATS` is taken alone. A mutator takes the pool's lock alone (a barrier flush).
 
 mod cache;
 pub mod heap;
