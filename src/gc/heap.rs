@@ -154,7 +154,7 @@ impl GcSpan {
     /// in a span checked for every class by a unit test.
     #[inline]
     pub fn index_of(&self, off: usize) -> usize {
-        ((off as u64 * u64::from(self.div_mul)) >> 32) as usize
+        ((off as u64).wrapping_mul(u64::from(self.div_mul)) >> 32) as usize
     }
 }
 
@@ -469,6 +469,10 @@ impl GcHeap {
                     } else if !(*g).in_partial {
                         self.push_partial(g, class);
                     }
+                } else if (*g).nfree == (*g).nelems {
+                    // Emptied by thread-exit give-backs during a concurrent mark, which keep
+                    // spans (see `unreserve`).
+                    self.release(g);
                 }
                 g = next;
             }
@@ -612,7 +616,14 @@ pub fn find_object(w: usize) -> Option<(*mut GcSpan, usize)> {
         if g.is_null() {
             return None;
         }
-        let i = (*g).index_of(w - (*s).base());
+        // Wrapping, and checked against the span's length: a concurrent marker may read a
+        // descriptor recycled for another span since `span_of` checked it (then the index is
+        // wrong, or out of range: a wrong mark at worst, never an overflow panic).
+        let off = w.wrapping_sub((*s).base());
+        if off >= (*s).bytes() {
+            return None;
+        }
+        let i = (*g).index_of(off);
         if i < (*g).nelems && (*g).is_allocated(i) {
             Some((g, i))
         } else {

@@ -69,8 +69,9 @@
 //!
 //! Locks, in order: `CYCLE` (one cycle at a time; holds the collector's grey stack), then
 //! `GC_HEAP` (gc::heap), then the slot-cache registry, `roots`' region and segment tables,
-//! `huge`'s table and the markers' pool (all taken before the world stops; the pool is
-//! released once it has stopped), then the page heap's lock for freed spans during the sweep.
+//! the markers' pool, `huge`'s table (all taken before the world stops; the pool is released
+//! once it has stopped, and taken again under the huge table only by the collector while the
+//! world is stopped), then the page heap's lock for freed spans during the sweep.
 //! `STATS` is taken alone. A mutator takes the pool's lock alone (a barrier flush).
 
 mod cache;
@@ -854,9 +855,10 @@ fn on_background_thread() -> bool {
 
 /// The roots, for a stopped world: the stacks and registers of every thread, the registered
 /// regions, static data and static TLS, the malloc heap, and (with `mark_cached`) the
-/// threads' cached slots, marked without a scan. The first pause of a concurrent mark leaves
-/// the cached slots white: one handed out during the mark gets its contents after that, and
-/// is shaded then (a slot marked black before would never be scanned).
+/// threads' cached slots, marked without a scan. The first pause of a concurrent mark does not
+/// mark them (though the scan of a thread's TLS may reach them through its list heads): a slot
+/// handed out during the mark gets its contents after that and is queued to be scanned
+/// whatever its mark bit (`cache::push_new`).
 #[allow(clippy::too_many_arguments)]
 fn scan_roots(
     stopped: &stw::Stopped,
@@ -1004,9 +1006,9 @@ fn finish(
 
 /// A cycle with a concurrent mark (`set_concurrent`):
 /// 1. with `GC_HEAP` and the root tables locked, stop the world, turn the barrier on
-///    (`mark::set_marking`), scan the threads' stacks, registers and static TLS onto the grey
-///    stack, resume;
-/// 2. while the program runs: scan the registered regions and static data, release
+///    (`mark::set_marking`), scan the threads' stacks, registers and static TLS and the static
+///    data onto the grey stack, resume;
+/// 2. while the program runs: scan the registered regions, release
 ///    `GC_HEAP` (threads allocate; each new object and each barrier store is shaded through
 ///    the thread's buffer), scan malloc memory, and drain with the mark workers, taking up
 ///    the buffers that mutators flushed meanwhile;
@@ -1041,15 +1043,17 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
             let at_stop = crate::os::now_ns();
             mark::set_marking(true);
             scan_thread_roots(&stopped, &segments, 0, false, grey);
+            // Static data in the pause: a library unloaded (`dlclose`) while the program runs
+            // would take its segment away under the scan.
+            segments.scan(grey);
             stw::resume(stopped);
             Some((stopping, at_stop, crate::os::now_ns()))
         });
         if r.is_some() {
-            // The roots that stay mapped while the program runs are scanned once it runs
-            // again (a store into them after that needs no barrier: mark termination
-            // rescans them). The cached slots stay white (see `scan_roots`).
+            // Registered regions stay mapped while their table's lock is held (`remove_roots`
+            // waits), so they are scanned once the program runs again (a store into them
+            // after that needs no barrier: mark termination rescans them).
             regions.scan(grey);
-            segments.scan(grey);
         }
         r
     };
