@@ -853,36 +853,53 @@ fn on_background_thread() -> bool {
     BACKGROUND.try_with(|b| b.get()).unwrap_or(false)
 }
 
-/// The roots, for a stopped world: the stacks and registers of every thread, the registered
-/// regions, static data and static TLS, the malloc heap, and (with `mark_cached`) the
-/// threads' cached slots, marked without a scan. The first pause of a concurrent mark does not
-/// mark them (though the scan of a thread's TLS may reach them through its list heads): a slot
-/// handed out during the mark gets its contents after that and is queued to be scanned
-/// whatever its mark bit (`cache::push_new`).
-#[allow(clippy::too_many_arguments)]
-fn scan_roots(
-    stopped: &stw::Stopped,
-    regions: &roots::Regions,
-    segments: &roots::Segments,
-    caches: &cache::Caches,
-    blocks: &crate::huge::Blocks<'_>,
+/// What a stopped world's root scan reads: the stopped threads and the tables locked before
+/// the stop.
+struct RootSet<'a, 'b> {
+    stopped: &'a stw::Stopped,
+    regions: &'a roots::Regions,
+    segments: &'a roots::Segments,
+    caches: &'a cache::Caches,
+    blocks: &'a crate::huge::Blocks<'b>,
     scan_malloc: bool,
-    mark_cached: bool,
-    own_floor: usize,
-    grey: &mut GreyStack,
-) -> usize {
-    // Mark termination (`mark_cached` and no floor) scans in-flight new objects too.
-    let force = mark_cached && own_floor == 0 && mark::marking();
-    let here = scan_thread_roots(stopped, segments, own_floor, force, grey);
-    regions.scan(grey);
-    segments.scan(grey);
-    if mark_cached {
-        caches.mark_all();
+}
+
+/// Which full root scan of a stopped world.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// A stop-the-world cycle's mark.
+    StopTheWorld,
+    /// Mark termination of a concurrent mark: the objects the stopped threads' stacks point
+    /// to are scanned even if marked (a new object may be in flight: `cache::push_new`).
+    Termination,
+    /// `gccheckmark`'s second mark: the collector's own stack only from this frame up, no
+    /// registers (see `roots::scan_own_stack`).
+    Check(usize),
+}
+
+impl RootSet<'_, '_> {
+    /// Scans every root: the stacks and registers of every thread, their static TLS, the
+    /// registered regions, static data, the malloc heap (unless turned off), and the threads'
+    /// cached slots, marked without a scan. Returns where the collector's own stack scan
+    /// started. (The first pause of a concurrent mark scans only the threads and the statics,
+    /// and does not mark the cached slots, though a thread's TLS may reach them through its
+    /// list heads: a slot handed out during the mark gets its contents after that and is
+    /// queued to be scanned whatever its mark bit, `cache::push_new`.)
+    fn scan(&self, pass: Pass, grey: &mut GreyStack) -> usize {
+        let (floor, force) = match pass {
+            Pass::StopTheWorld => (0, false),
+            Pass::Termination => (0, true),
+            Pass::Check(floor) => (floor, false),
+        };
+        let here = scan_thread_roots(self.stopped, self.segments, floor, force, grey);
+        self.regions.scan(grey);
+        self.segments.scan(grey);
+        self.caches.mark_all();
+        if self.scan_malloc {
+            scan_malloc_heap(self.blocks, grey);
+        }
+        here
     }
-    if scan_malloc {
-        scan_malloc_heap(blocks, grey);
-    }
-    here
 }
 
 /// The roots that only a stopped world can read: the stacks and registers of every thread
@@ -944,17 +961,15 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
         let stopped = stw::stop()?;
         drop(pool);
         let at_stop = crate::os::now_ns();
-        scan_roots(
-            &stopped,
-            &regions,
-            &segments,
-            &caches,
+        let roots = RootSet {
+            stopped: &stopped,
+            regions: &regions,
+            segments: &segments,
+            caches: &caches,
             blocks,
             scan_malloc,
-            true,
-            0,
-            grey,
-        );
+        };
+        roots.scan(Pass::StopTheWorld, grey);
         if mark::drain_with_workers(grey) {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
@@ -1090,33 +1105,22 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         // The frame `gccheckmark` scans this thread's stack from (see `roots::scan_own_stack`).
         let anchor = 0usize;
         let own_floor = core::hint::black_box(core::ptr::addr_of!(anchor)) as usize;
-        scan_roots(
-            &stopped,
-            &regions,
-            &segments,
-            &caches,
+        let roots = RootSet {
+            stopped: &stopped,
+            regions: &regions,
+            segments: &segments,
+            caches: &caches,
             blocks,
             scan_malloc,
-            true,
-            0,
-            grey,
-        );
+        };
+        roots.scan(Pass::Termination, grey);
         caches.drain_barrier_buffers(grey);
         if mark::drain_with_workers(grey) | overflow | mark::take_conc_overflow() {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
         }
         if checkmark_on() {
-            checkmark(
-                &mut h,
-                &stopped,
-                &regions,
-                &segments,
-                &caches,
-                blocks,
-                scan_malloc,
-                own_floor,
-            );
+            checkmark(&mut h, &roots, own_floor);
         }
         {
             let _pool = mark::lock_pool();
@@ -1161,30 +1165,10 @@ fn checkmark_on() -> bool {
 /// from the roots with a stop-the-world mark and aborts with one line if that reaches an
 /// object the concurrent mark left unmarked (it would have been freed while reachable). The
 /// marks kept are the union.
-#[allow(clippy::too_many_arguments)]
-fn checkmark(
-    h: &mut heap::GcHeap,
-    stopped: &stw::Stopped,
-    regions: &roots::Regions,
-    segments: &roots::Segments,
-    caches: &cache::Caches,
-    blocks: &crate::huge::Blocks<'_>,
-    scan_malloc: bool,
-    own_floor: usize,
-) {
+fn checkmark(h: &mut heap::GcHeap, roots: &RootSet<'_, '_>, own_floor: usize) {
     h.save_marks();
     let mut grey = GreyStack::new();
-    scan_roots(
-        stopped,
-        regions,
-        segments,
-        caches,
-        blocks,
-        scan_malloc,
-        true,
-        own_floor,
-        &mut grey,
-    );
+    roots.scan(Pass::Check(own_floor), &mut grey);
     mark::drain(&mut grey);
     if grey.overflowed {
         mark::rescan_marked(h, &mut grey);
