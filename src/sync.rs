@@ -286,17 +286,7 @@ pub(crate) fn spin_hint() {
 /// Sleeps while `*word == expected` (may return spuriously; callers loop).
 #[cfg(all(not(loom), not(miri)))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT reads the u32 at `word`, which is valid for the call; a spurious or
-    // interrupted return is fine because the caller loops.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
+    futex_wait_timeout(word, expected, core::ptr::null());
 }
 
 /// As [`futex_wait`], giving up after `ns` nanoseconds (the helper threads' timed sleeps).
@@ -306,15 +296,22 @@ pub(crate) fn futex_wait_for(word: &AtomicU32, expected: u32, ns: u64) {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as _,
     };
-    // SAFETY: FUTEX_WAIT reads the u32 at `word`, valid for the call, with a valid relative
-    // timeout; a spurious or early return only shortens the wait (callers loop).
+    futex_wait_timeout(word, expected, &ts);
+}
+
+/// FUTEX_WAIT on `word` with a relative timeout, or none if `timeout` is null.
+#[cfg(all(not(loom), not(miri)))]
+fn futex_wait_timeout(word: &AtomicU32, expected: u32, timeout: *const libc::timespec) {
+    // SAFETY: FUTEX_WAIT reads the u32 at `word`, which is valid for the call, and the
+    // timeout if not null (the callers' own timespec, live for the call); a spurious,
+    // interrupted or timed-out return is fine because the callers loop.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
             expected,
-            &ts as *const libc::timespec,
+            timeout,
         );
     }
 }
