@@ -17,15 +17,16 @@
 //!   walk from the head a stopped thread left always reaches every slot still cached.
 //!
 //! The collector marks every cached slot (without scanning it: it holds only zeros and a
-//! link), so the sweep keeps them. At thread exit the cache gives its slots back
+//! link), so the sweep keeps them; a concurrent mark does so in its first pause as well, so
+//! that every slot handed out during the mark is black (Go allocates black; a refill during
+//! the mark reserves marked slots, see `GcHeap::alloc_batch`). At thread exit the cache gives its slots back
 //! (`GcHeap::unreserve`) and leaves the registry. A child of `fork` keeps only the forking
 //! thread's cache registered; the slots of the other threads' caches are not marked there any
 //! more and the child's first sweep frees them.
 //!
 //! Each cache also holds the thread's barrier buffer for concurrent marking: words a
-//! `GcCell::set`/`write_barrier` shaded, and new objects (tagged by their low bit: scanned
-//! whatever their mark bit, since a cached slot can be marked through the conservative scan
-//! of this thread's TLS and its links), appended without a lock and handed to the markers'
+//! `GcCell::set`/`write_barrier` or `Gc::new` shaded, appended without a lock and handed to
+//! the markers'
 //! pool when full, at thread exit, and by mark termination (world stopped). Entries are zeroed
 //! once used: the buffer lies in scanned TLS.
 //!
@@ -213,17 +214,6 @@ pub fn shade(w: usize) {
     push(w);
 }
 
-/// Queues the new object `p` (its contents written) for the concurrent mark, to be scanned
-/// even if its mark bit is set: a slot can be marked before it is handed out (conservative
-/// words, such as this thread's own list head in scanned TLS, point at cached slots), and the
-/// contents written into it since were never scanned. A thread stopped between the write and
-/// this push holds `p` in a register or on its stack, and mark termination scans the objects
-/// its stack points to whatever their mark bits (`mark::scan_range_force`).
-#[inline]
-pub fn push_new(p: usize) {
-    push(p | 1);
-}
-
 /// Appends the entry `w` to this thread's barrier buffer.
 #[inline]
 fn push(w: usize) {
@@ -346,7 +336,7 @@ impl Caches {
             unsafe {
                 let n = (*c).wb_len.min(WB_CAP);
                 for &e in &(&(*c).wb)[..n] {
-                    super::mark::mark_entry(e, grey);
+                    super::mark::mark_word(e, grey);
                 }
                 (*c).wb_len = 0;
                 (&mut (*c).wb)[..n].fill(0);

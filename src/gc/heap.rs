@@ -119,6 +119,14 @@ impl GcSpan {
         self.try_mark(i);
     }
 
+    /// Sets the mark bits `bits` of mark word `w` (atomically: markers may run).
+    #[inline]
+    pub fn set_marks(&mut self, w: usize, bits: u64) {
+        // SAFETY: an aligned u64 of this record, accessed atomically by every marker.
+        let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(&mut self.mark[w]) };
+        word.fetch_or(bits, core::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The start of object `i` (`i < nelems`), derived from the span's first page, so that it
     /// carries the mapping's provenance however the object was found (a conservative word is
     /// only ever an address to look up).
@@ -252,6 +260,10 @@ impl GcHeap {
             if (*g).nfree == 0 && (*g).in_partial {
                 self.unlink_partial(g, class);
             }
+            if super::mark::marking() {
+                // Allocate black (see `alloc_batch`).
+                (*g).set_mark(i);
+            }
             let p = (*g).object(i);
             zero(p, (*g).size);
             self.stats.live += (*g).size;
@@ -263,6 +275,12 @@ impl GcHeap {
     /// Allocates up to `max` zeroed objects of size class `class` (not 0) and passes each to
     /// `f`, taking free slots a bitmap word at a time; returns how many (fewer only if the OS
     /// refuses memory).
+    ///
+    /// During a concurrent mark the new objects are black (Go's rule): their mark bits are
+    /// set here, under `GC_HEAP`, where `mark::marking()` cannot change (the collector turns
+    /// it on and off holding this lock), so a mark bit set here never outlives its cycle. A
+    /// black object is never scanned by the markers: whoever fills it shades what it stores
+    /// (`Gc::new` its contents, the write barrier later stores).
     pub fn alloc_batch(
         &mut self,
         class: usize,
@@ -283,14 +301,17 @@ impl GcHeap {
             // list); the bits taken are below `nelems`.
             unsafe {
                 let (nelems, size) = ((*g).nelems, (*g).size);
+                let black = super::mark::marking();
                 for w in 0..nelems.div_ceil(64) {
                     let mut free = !(*g).alloc[w];
                     if w == nelems / 64 {
                         free &= (1u64 << (nelems % 64)) - 1;
                     }
+                    let mut taken = 0u64;
                     while free != 0 && got < max {
                         let b = free.trailing_zeros() as usize;
                         free &= free - 1;
+                        taken |= 1 << b;
                         let v = (*g).alloc[w] | 1 << b;
                         (*g).set_alloc_word(w, v);
                         let p = (*g).object(w * 64 + b);
@@ -300,6 +321,9 @@ impl GcHeap {
                         (*g).nfree -= 1;
                         self.stats.live += size;
                         self.stats.nmalloc += 1;
+                    }
+                    if black && taken != 0 {
+                        (*g).set_marks(w, taken);
                     }
                     if got == max || (*g).nfree == 0 {
                         break;

@@ -159,17 +159,6 @@ pub fn mark_word_force(w: usize, grey: &mut GreyStack) {
     }
 }
 
-/// A barrier buffer entry: a word to mark, or (low bit set) a new object to mark and scan
-/// whatever its mark bit (`cache::push_new`).
-#[inline]
-pub fn mark_entry(e: usize, grey: &mut GreyStack) {
-    if e & 1 != 0 {
-        mark_word_force(e & !1, grey);
-    } else {
-        mark_word(e, grey);
-    }
-}
-
 /// Scans the `len` bytes at `start` word by word (aligned words only).
 ///
 /// # Safety
@@ -180,7 +169,7 @@ pub unsafe fn scan_range(start: *const u8, len: usize, grey: &mut GreyStack) {
 }
 
 /// As [`scan_range`], with [`mark_word_force`]: for the stacks of threads stopped at mark
-/// termination, where a new object may be in flight (see `cache::push_new`).
+/// termination, where a new object may be in flight (see `gc::shade_contents`).
 ///
 /// # Safety
 /// As [`scan_range`].
@@ -312,7 +301,7 @@ pub fn mark_into_pool(ws: &[usize]) {
         return;
     }
     for &e in ws {
-        mark_entry(e, &mut pool);
+        mark_word(e, &mut pool);
     }
     if pool.overflowed {
         CONC_OVERFLOW.store(true, Ordering::Relaxed);

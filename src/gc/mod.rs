@@ -60,7 +60,7 @@
 //!   time left, `epoll_wait` returns `EINTR`, ...), which Rust's standard library retries.
 //! - With concurrent marking on: every store of a `Gc` pointer into a GC object goes through
 //!   [`GcCell::set`] or is followed by [`write_barrier`]; objects allocated during a mark
-//!   survive it (floating garbage, as in Go). Off, no barrier is needed.
+//!   are black and survive it (floating garbage, as in Go). Off, no barrier is needed.
 //!
 //! Soundness notes (concurrent mark): markers read GC objects while mutators write them, and
 //! a barrier caught across mark termination may read a span record the sweep is recycling;
@@ -158,10 +158,11 @@ impl<T> Gc<T> {
         };
         // SAFETY: fresh memory of T's size and alignment.
         unsafe { ptr.as_ptr().write(value) };
-        // Keep `value`'s pointers reachable from the stack until the object holds them.
-        core::hint::black_box(ptr);
-        // A new object gets its contents before it is shaded, never after (see `shade`).
-        shade_new(ptr.as_ptr().cast());
+        if !noscan {
+            // Keep `value`'s pointers reachable from the stack until the object holds them.
+            core::hint::black_box(ptr);
+            shade_contents(ptr.as_ptr().cast(), layout.size());
+        }
         Gc {
             ptr,
             _marker: PhantomData,
@@ -200,16 +201,12 @@ impl<T> Gc<T> {
 ///
 /// With [`set_concurrent`] on, pointers stored into it need [`write_barrier`].
 pub fn alloc(layout: Layout) -> *mut u8 {
-    let p = alloc_object(layout, false);
-    shade_new(p);
-    p
+    alloc_object(layout, false)
 }
 
 /// As [`alloc`], for memory that is never scanned.
 pub fn alloc_noscan(layout: Layout) -> *mut u8 {
-    let p = alloc_object(layout, true);
-    shade_new(p);
-    p
+    alloc_object(layout, true)
 }
 
 fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
@@ -795,17 +792,21 @@ pub fn write_barrier<T: ?Sized>(val: &T) {
     }
 }
 
-/// Queues a new object for the concurrent mark, if one runs (Go allocates black during a
-/// mark; here a new object is grey: queued, and scanned by a marker, since its contents were
-/// written without the barrier). Not needed for soundness (a new object that stays reachable
-/// is reached from a stack, rescanned at termination, or through a barrier store), but it
-/// keeps mark termination short: the objects the program made during the mark are mostly
-/// marked by then.
+/// Shades the words just written into a new object, if a mark runs: objects allocated during
+/// a mark are black (Go's rule: see `heap::GcHeap::alloc_batch`, and the first pause marks the
+/// slots threads already hold in their caches), so no marker scans them, and what their
+/// contents point to must be shaded as a barrier store would. Written without the barrier,
+/// the contents were read from this thread's stack and registers; a thread stopped by mark
+/// termination between the write and this call still has the object in a register or on
+/// its stack, and termination scans the objects stopped stacks point to whatever their mark
+/// bits (`mark::scan_range_force`).
 #[inline]
-fn shade_new(p: *mut u8) {
+fn shade_contents(p: *const u8, len: usize) {
+    // The contents are written before the check: a check that found no mark running came
+    // before the first pause, whose stack scan then sees the object white and scans it.
     core::sync::atomic::compiler_fence(Ordering::SeqCst);
-    if mark::marking() && !p.is_null() {
-        cache::push_new(p.addr());
+    if mark::marking() {
+        shade_words(p, len);
     }
 }
 
@@ -870,7 +871,7 @@ enum Pass {
     /// A stop-the-world cycle's mark.
     StopTheWorld,
     /// Mark termination of a concurrent mark: the objects the stopped threads' stacks point
-    /// to are scanned even if marked (a new object may be in flight: `cache::push_new`).
+    /// to are scanned even if marked (a new object may be in flight: `shade_contents`).
     Termination,
     /// `gccheckmark`'s second mark: the collector's own stack only from this frame up, no
     /// registers (see `roots::scan_own_stack`).
@@ -882,9 +883,7 @@ impl RootSet<'_, '_> {
     /// registered regions, static data, the malloc heap (unless turned off), and the threads'
     /// cached slots, marked without a scan. Returns where the collector's own stack scan
     /// started. (The first pause of a concurrent mark scans only the threads and the statics,
-    /// and does not mark the cached slots, though a thread's TLS may reach them through its
-    /// list heads: a slot handed out during the mark gets its contents after that and is
-    /// queued to be scanned whatever its mark bit, `cache::push_new`.)
+    /// and marks the cached slots: allocation during the mark is black.)
     fn scan(&self, pass: Pass, grey: &mut GreyStack) -> usize {
         let (floor, force) = match pass {
             Pass::StopTheWorld => (0, false),
@@ -907,7 +906,7 @@ impl RootSet<'_, '_> {
 /// exits frees both).
 ///
 /// `force` (mark termination): objects the stopped threads' stacks point to are scanned
-/// even if marked (see `cache::push_new`).
+/// even if marked (see `shade_contents`).
 fn scan_thread_roots(
     stopped: &stw::Stopped,
     segments: &roots::Segments,
@@ -1021,12 +1020,13 @@ fn finish(
 
 /// A cycle with a concurrent mark (`set_concurrent`):
 /// 1. with `GC_HEAP` and the root tables locked, stop the world, turn the barrier on
-///    (`mark::set_marking`), scan the threads' stacks, registers and static TLS and the static
-///    data onto the grey stack, resume;
-/// 2. while the program runs: scan the registered regions, release
-///    `GC_HEAP` (threads allocate; each new object and each barrier store is shaded through
-///    the thread's buffer), scan malloc memory, and drain with the mark workers, taking up
-///    the buffers that mutators flushed meanwhile;
+///    (`mark::set_marking`), mark the threads' cached slots (allocation is black from here
+///    on), scan the threads' stacks, registers and static TLS and the static data onto the
+///    grey stack, resume;
+/// 2. while the program runs: scan the registered regions, release `GC_HEAP` (threads
+///    allocate black objects; what a barrier store or a new object's contents point to is
+///    shaded through the thread's buffer), scan malloc memory, and drain with the mark
+///    workers, taking up the buffers that mutators flushed meanwhile;
 /// 3. take `GC_HEAP`, the tables and the pool's lock, stop the world: scan the roots again
 ///    (stacks, statics, regions and malloc memory have no barrier), mark what every thread's
 ///    barrier buffer holds, drain to the end, check it (`gccheckmark`), turn the barrier off,
@@ -1047,6 +1047,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     mark::ensure_workers(mark_workers());
     // Phase 1.
     let first = {
+        let caches = cache::lock();
         let regions = roots::lock_regions();
         let segments = roots::list_statics();
         let r = crate::huge::with_blocks(|_| {
@@ -1057,6 +1058,10 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
             let stopped = stw::stop()?;
             let at_stop = crate::os::now_ns();
             mark::set_marking(true);
+            // Allocate black: the slots threads hold in their caches, which they hand out
+            // during the mark without `GC_HEAP`, are black from now on (refills during the
+            // mark are, by `alloc_batch`).
+            caches.mark_all();
             scan_thread_roots(&stopped, &segments, 0, false, grey);
             // Static data in the pause: a library unloaded (`dlclose`) while the program runs
             // would take its segment away under the scan.

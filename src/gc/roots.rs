@@ -87,7 +87,7 @@ pub fn locks() -> [&'static dyn crate::sync::RawLock; 2] {
 /// all its registers) to the top of its stack.
 ///
 /// With `force`, every object a stack word points to is scanned even if marked (mark
-/// termination of a concurrent mark: see `cache::push_new`).
+/// termination of a concurrent mark: a new object may be in flight, see `gc::shade_contents`).
 pub fn scan_stopped(stopped: &super::stw::Stopped, force: bool, grey: &mut GreyStack) {
     stopped.for_each_stack(|sp, top| {
         // The handler records addresses only (no pointer of ours covers another thread's
