@@ -329,6 +329,18 @@ impl Caches {
     /// Marks what every thread's barrier buffer holds (queueing it on `grey`) and empties the
     /// buffers: at mark termination, with the world stopped.
     pub fn drain_barrier_buffers(&self, grey: &mut super::mark::GreyStack) {
+        self.empty_barrier_buffers(|e| super::mark::mark_word(e, grey));
+    }
+
+    /// Empties every thread's barrier buffer, dropping what it holds: at the start of a cycle,
+    /// with the world stopped. Entries are left only by a thread caught in the barrier across
+    /// the previous mark's end (they belong to no mark any more); kept, they would hold
+    /// objects alive from scanned TLS, for good once concurrent marking is turned off.
+    pub fn clear_barrier_buffers(&self) {
+        self.empty_barrier_buffers(|_| {});
+    }
+
+    fn empty_barrier_buffers(&self, mut f: impl FnMut(usize)) {
         let mut c = self.0.head;
         while !c.is_null() {
             // SAFETY: a registered cache under the registry's lock whose thread is stopped or
@@ -336,7 +348,7 @@ impl Caches {
             unsafe {
                 let n = (*c).wb_len.min(WB_CAP);
                 for &e in &(&(*c).wb)[..n] {
-                    super::mark::mark_word(e, grey);
+                    f(e);
                 }
                 (*c).wb_len = 0;
                 (&mut (*c).wb)[..n].fill(0);

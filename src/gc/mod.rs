@@ -960,6 +960,7 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
         let stopped = stw::stop()?;
         drop(pool);
         let at_stop = crate::os::now_ns();
+        caches.clear_barrier_buffers();
         let roots = RootSet {
             stopped: &stopped,
             regions: &regions,
@@ -1062,6 +1063,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
             // during the mark without `GC_HEAP`, are black from now on (refills during the
             // mark are, by `alloc_batch`).
             caches.mark_all();
+            caches.clear_barrier_buffers();
             scan_thread_roots(&stopped, &segments, 0, false, grey);
             // Static data in the pause: a library unloaded (`dlclose`) while the program runs
             // would take its segment away under the scan.
