@@ -160,6 +160,19 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Whether a thread sleeps waiting for the lock (read racily: a hint for a holder that
+    /// takes it back and forth, such as the collector's sweep).
+    #[cfg(feature = "gc")]
+    pub fn has_sleepers(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == CONTENDED
+    }
+
+    /// Whether some thread holds the lock (read racily: a hint).
+    #[cfg(feature = "gc")]
+    pub fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != UNLOCKED
+    }
+
     /// Resets the lock to unlocked in a `fork()` child, where the thread that held it is gone.
     ///
     /// # Safety

@@ -114,7 +114,7 @@ pub fn alloc(class: usize, noscan: bool, goal: usize) -> (*mut u8, bool) {
     let Ok(c) = CACHE.try_with(|l| l.0.get()) else {
         let mut h = GC_HEAP.lock();
         let p = h.alloc_class(class, 0, noscan);
-        return (p, h.stats.live >= goal);
+        return (p, h.over(goal));
     };
     let n = noscan as usize;
     // SAFETY: this thread's own cache; only this thread writes it (the collector reads it
@@ -170,7 +170,7 @@ unsafe fn refill(c: *mut GcCache, class: usize, noscan: bool, goal: usize) -> (*
         (*c).lists[n][class] = head;
         (*c).counts[n][class].store(count, Ordering::Relaxed);
     }
-    let over = h.stats.live >= goal;
+    let over = h.over(goal);
     drop(h);
     (first, over)
 }

@@ -12,17 +12,26 @@
 //! both. A large object has a span to itself. Objects are handed out zeroed, so a stale word
 //! left by a dead object never looks like a pointer.
 //!
-//! Invariants (under `GC_HEAP`'s lock): an object is allocated iff its alloc bit is set; mark
-//! bits are clear outside a collection; `nfree` counts the clear alloc bits below `nelems`;
-//! a span is on its class's partial list iff `nfree > 0`; every GC span is on `all`. During a
+//! Invariants (under `GC_HEAP`'s lock): an object is allocated iff its alloc bit is set (a
+//! span not yet swept still has the alloc bits of the objects its sweep will free); mark bits
+//! are clear outside a collection, and in a swept span; `nfree` counts the clear alloc bits
+//! below `nelems`; a span is on its class's partial list iff `nfree > 0`; every GC span is on
+//! `all`; no object is allocated from a span not yet swept (`swept_partial` sweeps it first:
+//! its sweep would free the new object, unmarked); every span is swept before a mark starts.
+//!
+//! The sweep is Go's lazy one: when a mark ends, `begin_sweep` makes every span unswept (a
+//! generation number), and spans are swept one at a time, by the collector in chunks that
+//! release the lock between them (`sweep_some`) and by allocations that need a span of their
+//! class (`swept_partial`). During a
 //! concurrent mark, markers read records without the lock: a span becomes a GC span with its
 //! record initialised before its state is published (release/acquire), alloc and mark words
 //! are accessed atomically, and no GC span stops being one (no sweep, no release of an empty
 //! span) until mark termination.
 //!
 //! Locks: one `Mutex` (`GC_HEAP`), taken before a page-heap lock (gc -> heap), never while an
-//! allocator lock is held. A stop-the-world collection holds it from start to end (so
-//! allocation waits); a concurrent one releases it for its mark.
+//! allocator lock is held. A stop-the-world collection holds it from start to the end of the
+//! mark (so allocation waits); a concurrent one releases it for its mark; the sweep releases
+//! it between chunks.
 
 use crate::fixalloc::FixAlloc;
 use crate::size_class::{self, NUM_CLASSES};
@@ -55,6 +64,9 @@ pub struct GcSpan {
     /// `u32::MAX / size + 1`, for [`GcSpan::index_of`] (0 for a large object's span).
     div_mul: u32,
     in_partial: bool,
+    /// The sweep generation this span was last swept in (`GcHeap::gen`): behind it, its
+    /// mark bits are those of the last mark, not yet applied.
+    swept: u32,
     next_partial: *mut GcSpan,
     next: *mut GcSpan,
     prev: *mut GcSpan,
@@ -203,6 +215,10 @@ pub(crate) struct GcHeap {
     all: *mut GcSpan,
     pool: FixAlloc,
     pub stats: GcHeapStats,
+    /// The sweep generation: bumped when a mark ends (`begin_sweep`).
+    gen: u32,
+    /// The next span on `all` the sweep looks at; null once every span is swept.
+    cursor: *mut GcSpan,
 }
 
 // SAFETY: the raw pointers are records and spans owned by this structure, used under its lock.
@@ -212,6 +228,8 @@ pub(crate) static GC_HEAP: Mutex<GcHeap> = Mutex::new(GcHeap {
     partial: [[ptr::null_mut(); NUM_CLASSES]; 2],
     all: ptr::null_mut(),
     pool: FixAlloc::new(core::mem::size_of::<GcSpan>()),
+    gen: 0,
+    cursor: ptr::null_mut(),
     stats: GcHeapStats {
         live: 0,
         spans: 0,
@@ -238,7 +256,7 @@ impl GcHeap {
         let g = if class == 0 {
             self.new_span(size.div_ceil(size_class::PAGE_SIZE), 0, noscan)
         } else {
-            let head = self.partial[noscan as usize][class];
+            let head = self.swept_partial(class, noscan);
             if head.is_null() {
                 self.new_span(size_class::class_pages(class), class, noscan)
             } else {
@@ -290,7 +308,7 @@ impl GcHeap {
     ) -> usize {
         let mut got = 0;
         while got < max {
-            let mut g = self.partial[noscan as usize][class];
+            let mut g = self.swept_partial(class, noscan);
             if g.is_null() {
                 g = self.new_span(size_class::class_pages(class), class, noscan);
                 if g.is_null() {
@@ -407,6 +425,7 @@ impl GcHeap {
                     (u32::MAX / size as u32).wrapping_add(1)
                 },
                 in_partial: false,
+                swept: self.gen,
                 next_partial: ptr::null_mut(),
                 next: self.all,
                 prev: ptr::null_mut(),
@@ -466,44 +485,104 @@ impl GcHeap {
         GcSpans { next: self.all }
     }
 
-    /// Frees every allocated object not marked and clears the marks; a span left empty goes
-    /// back to the page heap. Returns (objects, bytes) freed.
-    pub fn sweep(&mut self) -> (u64, usize) {
-        let mut freed = (0u64, 0usize);
-        let mut g = self.all;
-        while !g.is_null() {
-            // SAFETY: records on `all` are live; we unlink before recycling one.
+    /// A swept span of `class` with a free slot, or null: the head of its partial list, swept
+    /// first if the sweep has not reached it (Go's lazy sweep: a span is swept before it is
+    /// allocated from, or the sweep would free what is allocated in it now); with the list
+    /// empty while a sweep runs, spans are swept in order until one of the class frees a slot
+    /// or the sweep ends (an allocation helps the sweep before the heap grows).
+    fn swept_partial(&mut self, class: usize, noscan: bool) -> *mut GcSpan {
+        loop {
+            let g = self.partial[noscan as usize][class];
+            if g.is_null() {
+                if self.cursor.is_null() {
+                    return g;
+                }
+                self.sweep_some(8);
+                continue;
+            }
+            // SAFETY: records on the partial lists are live records of ours.
+            if unsafe { (*g).swept } == self.gen {
+                return g;
+            }
+            // Takes `g` off the list if it ends empty (released) ...; either way it is swept
+            // now, so the loop moves on.
+            self.sweep_span(g);
+        }
+    }
+
+    /// Starts the sweep of the mark that just ended (its mark bits are final): every span is
+    /// unswept from here until the sweep reaches it (`sweep_some`) or an allocation needs it
+    /// (`swept_partial`). No marker runs; the next mark starts only once the sweep is over.
+    pub fn begin_sweep(&mut self) {
+        self.gen = self.gen.wrapping_add(1);
+        self.cursor = self.all;
+    }
+
+    /// Whether a sweep is in progress (between a mark's end and the end of its sweep, `live`
+    /// still counts the unreached objects of spans not yet swept).
+    pub fn sweeping(&self) -> bool {
+        !self.cursor.is_null()
+    }
+
+    /// Whether `live` reached `goal`. Not while a sweep runs: `live` then still counts what
+    /// the sweep is freeing (the goal is set again when it ends).
+    pub fn over(&self, goal: usize) -> bool {
+        self.stats.live >= goal && self.cursor.is_null()
+    }
+
+    /// Sweeps up to `n` unswept spans from the sweep's cursor; true once every span is swept.
+    pub fn sweep_some(&mut self, n: usize) -> bool {
+        let mut k = 0;
+        while !self.cursor.is_null() && k < n {
+            let g = self.cursor;
+            // SAFETY: the cursor is a live record on `all` (`release` moves it off a record
+            // it frees); the next one is read before `g` may be released.
             unsafe {
-                let next = (*g).next;
-                let mut dead = 0usize;
-                for w in 0..WORDS {
-                    let gone = (*g).alloc[w] & !(*g).mark[w];
-                    dead += gone.count_ones() as usize;
-                    (*g).alloc[w] &= (*g).mark[w];
-                    (*g).mark[w] = 0;
+                self.cursor = (*g).next;
+                if (*g).swept != self.gen {
+                    self.sweep_span(g);
+                    k += 1;
                 }
-                if dead > 0 {
-                    freed.0 += dead as u64;
-                    freed.1 += dead * (*g).size;
-                    (*g).nfree += dead;
-                    let s = (*g).span;
-                    let class = (*s).class as usize;
-                    if (*g).nfree == (*g).nelems {
-                        self.release(g);
-                    } else if !(*g).in_partial {
-                        self.push_partial(g, class);
-                    }
-                } else if (*g).nfree == (*g).nelems {
-                    // Emptied by thread-exit give-backs during a concurrent mark, which keep
-                    // spans (see `unreserve`).
-                    self.release(g);
-                }
-                g = next;
             }
         }
-        self.stats.live -= freed.1;
-        self.stats.nfree += freed.0;
-        freed
+        self.cursor.is_null()
+    }
+
+    /// Sweeps every span left (the sweep's end, or a stop-the-world sweep).
+    pub fn finish_sweep(&mut self) {
+        while !self.sweep_some(usize::MAX) {}
+    }
+
+    /// Frees every allocated object of `g` not marked and clears its marks; a span left empty
+    /// goes back to the page heap, one with a free slot goes on its partial list.
+    fn sweep_span(&mut self, g: *mut GcSpan) {
+        // SAFETY: a live record of ours, under our lock; we unlink before recycling it.
+        unsafe {
+            (*g).swept = self.gen;
+            let mut dead = 0usize;
+            for w in 0..WORDS {
+                let gone = (*g).alloc[w] & !(*g).mark[w];
+                dead += gone.count_ones() as usize;
+                (*g).alloc[w] &= (*g).mark[w];
+                (*g).mark[w] = 0;
+            }
+            if dead > 0 {
+                self.stats.live -= dead * (*g).size;
+                self.stats.nfree += dead as u64;
+                (*g).nfree += dead;
+                let s = (*g).span;
+                let class = (*s).class as usize;
+                if (*g).nfree == (*g).nelems {
+                    self.release(g);
+                } else if !(*g).in_partial {
+                    self.push_partial(g, class);
+                }
+            } else if (*g).nfree == (*g).nelems {
+                // Emptied by thread-exit give-backs during a concurrent mark, which keep
+                // spans (see `unreserve`).
+                self.release(g);
+            }
+        }
     }
 
     /// Clears every mark bit (a mark given up). No marker runs.
@@ -552,6 +631,9 @@ impl GcHeap {
         // SAFETY: precondition.
         unsafe {
             let s = (*g).span;
+            if self.cursor == g {
+                self.cursor = (*g).next;
+            }
             if (*g).in_partial {
                 self.unlink_partial(g, (*s).class as usize);
             }
@@ -677,6 +759,7 @@ mod tests {
                 hint: 0,
                 div_mul: (u32::MAX / size as u32).wrapping_add(1),
                 in_partial: false,
+                swept: 0,
                 next_partial: ptr::null_mut(),
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
@@ -701,6 +784,7 @@ mod tests {
             hint: 0,
             div_mul: 0,
             in_partial: false,
+            swept: 0,
             next_partial: ptr::null_mut(),
             next: ptr::null_mut(),
             prev: ptr::null_mut(),

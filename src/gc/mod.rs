@@ -26,8 +26,8 @@
 //! termination, since stores into stacks, statics, regions and malloc memory have no
 //! barrier).
 //!
-//! What a stop-the-world cycle does, in order, holding `GC_HEAP`'s lock throughout (GC
-//! allocation waits):
+//! What a stop-the-world cycle does, in order, holding `GC_HEAP`'s lock up to the sweep (GC
+//! allocation that needs the lock waits):
 //! 1. take, before stopping anything, every lock the stopped-world part needs: the region
 //!    table, the huge-block table, and the list of loaded segments (`dl_iterate_phdr`);
 //! 2. stop the world (`stw`): every other thread waits in a signal handler, wherever it was,
@@ -40,9 +40,12 @@
 //! 4. mark: each word that points into an allocated GC object (interior pointers too) marks
 //!    it grey; grey objects are scanned until none is left (noscan objects are never scanned);
 //! 5. resume the world: the pause is steps 2 to 5;
-//! 6. sweep, while the other threads run: every unmarked object is freed; empty spans go back
-//!    to the page heap. No GC object can be allocated meanwhile (the lock is held), and marks
-//!    only grow during a cycle, so the sweep frees exactly what the mark left unreached.
+//! 6. sweep, while the other threads run (Go's lazy sweep, `heap`): every unmarked object is
+//!    freed; empty spans go back to the page heap. The collector sweeps a chunk of spans per
+//!    hold of the lock; an allocation sweeps a span before it allocates from it (so the sweep
+//!    frees exactly what the mark left unreached), and helps the sweep when its class has no
+//!    free slot. The next goal is set when the sweep ends; until then allocation starts no
+//!    cycle, and the next cycle starts from a swept heap.
 //!
 //! Rules for users:
 //! - A `Gc<T>` is found only where the collector looks: thread stacks and registers, statics,
@@ -231,7 +234,7 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
     } else {
         let mut h = GC_HEAP.lock();
         let p = h.alloc(size, noscan);
-        (p, h.stats.live >= goal)
+        (p, h.over(goal))
     };
     if over {
         // `p` is used after the call, so it stays in a register or on the stack, both scanned.
@@ -825,6 +828,10 @@ fn shade_words(p: *const u8, len: usize) {
 /// with concurrent marking on, asked of the background thread.
 #[inline(never)]
 fn cycle(why: Trigger) {
+    if why == Trigger::Heap && GC_HEAP.lock().sweeping() {
+        // Refills saw the goal before the sweep began; it is set again when the sweep ends.
+        return;
+    }
     if why == Trigger::Heap && CONCURRENT.load(Ordering::Relaxed) && !on_background_thread() {
         let (live, goal) = (GC_HEAP.lock().stats.live, NEXT_GC.load(Ordering::Relaxed));
         if live < goal.saturating_add(goal / 10) {
@@ -935,7 +942,10 @@ fn skipped(h: crate::sync::MutexGuard<'static, heap::GcHeap>) {
 
 /// A cycle whose whole mark stops the world.
 fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
-    let h = GC_HEAP.lock();
+    let mut h = GC_HEAP.lock();
+    // Go's sweep termination. The collector ends each sweep before it releases `CYCLE`, so
+    // this finds nothing left, but a mark must start from swept spans (clear mark bits).
+    h.finish_sweep();
     // Another thread may have collected while we waited for the lock.
     if why == Trigger::Heap && h.stats.live < NEXT_GC.load(Ordering::Relaxed) {
         return;
@@ -1005,7 +1015,12 @@ fn finish(
     before: usize,
     why: Trigger,
 ) {
-    h.sweep();
+    // The sweep (Go's background sweeper), a chunk of spans at a time: between chunks,
+    // allocating threads get the lock (a refill sweeps the span it allocates from itself).
+    h.begin_sweep();
+    while !h.sweep_some(SWEEP_CHUNK) {
+        h = yield_heap(h);
+    }
     let after = h.stats.live;
     GC_HEAP_SPANS.store(h.stats.spans, Ordering::Relaxed);
     drop(h);
@@ -1017,6 +1032,26 @@ fn finish(
     if trace_on() {
         print_trace(n, &t, before, after, next, why);
     }
+}
+
+/// Spans the collector sweeps per hold of `GC_HEAP`.
+const SWEEP_CHUNK: usize = 128;
+
+/// Releases `GC_HEAP` and takes it again, after a thread waiting for it got it (or about
+/// 20 us passed): the lock is not fair, and the collector would otherwise win it back before
+/// a woken waiter runs.
+fn yield_heap(
+    h: crate::sync::MutexGuard<'static, heap::GcHeap>,
+) -> crate::sync::MutexGuard<'static, heap::GcHeap> {
+    let waiters = GC_HEAP.has_sleepers();
+    drop(h);
+    if waiters {
+        let until = crate::os::now_ns() + 20_000;
+        while !GC_HEAP.is_locked() && crate::os::now_ns() < until {
+            core::hint::spin_loop();
+        }
+    }
+    GC_HEAP.lock()
 }
 
 /// A cycle with a concurrent mark (`set_concurrent`):
@@ -1034,7 +1069,9 @@ fn finish(
 ///    resume;
 /// 4. sweep, as a stop-the-world cycle does.
 fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
-    let h = GC_HEAP.lock();
+    let mut h = GC_HEAP.lock();
+    // Sweep termination (see `stw_cycle`).
+    h.finish_sweep();
     if why == Trigger::Heap && h.stats.live < TRIGGER.load(Ordering::Relaxed) {
         return;
     }
