@@ -1,5 +1,6 @@
 //! Model: the concurrent mark's write barrier and its handshake with the collector (`gc`'s
-//! `concurrent_cycle`, `GcCell::set` / `write_barrier`, `shade_new`; `gc::cache`'s `shade`,
+//! `concurrent_cycle`, `GcCell::set` / `write_barrier`, `Gc::with` / `shade_contents`;
+//! `gc::heap`'s `alloc_batch` (black allocation); `gc::cache`'s `shade`,
 //! `push`, `flush`, `drain_barrier_buffers`; `gc::mark`'s `MARKING`, `mark_into_pool`, `POOL`).
 //!
 //! **An abstract model, written here, not the crate's code**: the real barrier and mark need
@@ -24,19 +25,25 @@
 //! - the markers (collector and mark workers) are the collector thread alone: it greys the
 //!   roots, drains, and takes what mutators flushed to the pool, as `drain_parallel` does;
 //! - an allocation is one step (the object comes back in a register; before, it was a cached
-//!   slot, which termination marks); the sweep frees what was allocated and unmarked at
-//!   termination, and clears the mark bits after the resume.
+//!   slot, which termination marks): during a mark it is black, its mark bit set in that step
+//!   (Go's rule: `alloc_batch` sets it under `GC_HEAP`, where `MARKING` cannot change, and the
+//!   first pause marks the slots cached then); the sweep frees what was allocated and unmarked
+//!   at termination, and clears the mark bits after the resume.
 //!
 //! The collector's cycle: phase 1, world stopped: `MARKING = true`, grey the mutators' stack
 //! words, resume; phase 2, concurrent: drain (scan fields, `try_mark`, push) and the pool;
-//! phase 3: lock the pool, stop, unlock, rescan the stacks, mark each buffer's entries
+//! phase 3: lock the pool, stop, unlock, rescan the stacks forcing (`scan_range_force`: an
+//! object a stack points to is scanned even if marked; not forced in the hiding and hand-off
+//! models, which then prove more: see `unforced`), mark each buffer's entries
 //! `[0..wb_len)` and reset `wb_len`, drain (pool included), `MARKING = false` under the pool's
 //! lock, resume, sweep.
 //!
 //! The mutator's barrier, right after a pointer store (`GcCell::set`): if `MARKING` and the
 //! stored object is unmarked, append it to the buffer (entry, then `wb_len + 1`); a full
-//! buffer is flushed to the pool (`mark_into_pool`) and emptied. A new object is pushed to the
-//! buffer after its contents are written (`shade_new`).
+//! buffer is flushed to the pool (`mark_into_pool`) and emptied. A new object (`Gc::new`) is
+//! black during a mark, so no marker scans it: its contents are written (no barrier), then, if
+//! `MARKING` (read after the write: the compiler fence), each word of them is shaded as the
+//! barrier shades a stored word (`shade_contents`).
 //!
 //! What it proves, for every interleaving loom explores: once every thread is done, no object
 //! reachable from a mutator's stack slots (through fields) was swept, and no mark bit was set
@@ -44,9 +51,12 @@
 //! - `hide_behind_black` (buffer of one word: every push flushes to the pool) and
 //!   `hide_behind_black_buffered` (two words: the entry waits for termination): the classic
 //!   hiding move `x = A.f; A.f = null; B.f = x; barrier(x); drop x`, with `x.f = y` behind it;
-//! - `new_object_holds_hidden_pointer`: an object allocated during the mark is initialised
-//!   (no barrier) with a pointer the mutator then cuts from its old place, and is shaded after
-//!   its contents;
+//! - `new_object_holds_hidden_pointer`: `x = A.f; A.f = null; N = Gc::new(x); A.f = N`: an
+//!   object allocated (black) during the mark is initialised without the barrier with a
+//!   pointer cut from its old place, then linked where the old one was (the barrier skips it:
+//!   it is marked) and dropped from the stack; what it points to survives only through the
+//!   shading of its contents, or, for a thread stopped by termination between the write and
+//!   the shading, through the forced scan of its stack;
 //! - `handoff_between_mutators`: two mutators pass an object through a shared one, each move
 //!   with the barrier (collector plus two mutators).
 //!
@@ -54,9 +64,11 @@
 //! failure (`#[should_panic]`): no barrier (one mutator and two); `MARKING` read once before
 //! the work (as a compiler hoisting the load out of a loop would: why the barrier's compiler
 //! fence matters); termination not rescanning the stacks; termination not draining the
-//! buffers; a new object shaded before its contents are written; a flush that marks without
-//! checking `MARKING` under the pool's lock; the markers never taking the pool (what the crate
-//! does with no mark workers: see `broken_pool_never_taken`).
+//! buffers; a new object's contents not shaded; `MARKING` read for that shading before the
+//! contents are read and written (why `shade_contents`'s compiler fence matters); termination
+//! rescanning the stacks without forcing; a flush that marks without checking `MARKING` under
+//! the pool's lock; the markers never taking the pool (what the crate does with no mark
+//! workers: see `broken_pool_never_taken`).
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
@@ -91,8 +103,12 @@ struct Variant {
     stale_marking: bool,
     /// Mark termination marks the barrier buffers' entries.
     drain_buffers: bool,
-    /// A new object is shaded after its contents are written (before them if false).
-    shade_new_after_init: bool,
+    /// `Gc::new` shades the new object's contents if `MARKING` (`shade_contents`).
+    shade_contents: bool,
+    /// `shade_contents` reads `MARKING` before the contents are read and written.
+    marking_checked_early: bool,
+    /// Mark termination scans the objects the stopped stacks point to even if marked.
+    force_rescan: bool,
     /// The markers take what mutators flushed to the pool.
     take_pool: bool,
     /// Mark termination rescans the stacks.
@@ -106,7 +122,9 @@ const OK: Variant = Variant {
     barrier: true,
     stale_marking: false,
     drain_buffers: true,
-    shade_new_after_init: true,
+    shade_contents: true,
+    marking_checked_early: false,
+    force_rescan: true,
     take_pool: true,
     rescan: true,
     flush_checks_marking: true,
@@ -207,10 +225,15 @@ impl World {
         self.poll(me);
     }
 
-    /// Allocates object `o` (fields null) into stack slot `i`. One step: the allocator hands
-    /// the object out in a register, and until then it is a cached slot, which termination
-    /// marks (`Caches::mark_all`).
+    /// Allocates object `o` (fields null) into stack slot `i`, black if a mark runs. One
+    /// step: the allocator hands the object out in a register, and until then it is a cached
+    /// slot, which termination marks (`Caches::mark_all`); `MARKING` cannot change within it
+    /// (`alloc_batch` reads it under `GC_HEAP`; a slot cached at the first pause was marked
+    /// there).
     fn alloc(&self, me: usize, o: usize, i: usize) {
+        if self.marking.load(Ordering::Relaxed) {
+            self.mark[o].fetch_or(true, Ordering::Relaxed);
+        }
         // SAFETY: only this mutator allocates `o`; the sweep reads it while we are stopped.
         self.allocated[o].with_mut(|p| unsafe { *p = true });
         self.set_slot(me, i, o);
@@ -230,20 +253,40 @@ impl World {
             m
         };
         if marking {
-            let marked = self.mark[x].load(Ordering::Relaxed);
-            self.poll(me);
-            if !marked {
-                self.push(me, x);
-            }
+            self.shade(me, x);
         }
     }
 
-    /// `shade_new`: queues a new object if a mark runs.
-    fn shade_new(&self, me: usize, o: usize) {
-        let m = self.marking.load(Ordering::Relaxed);
+    /// `cache::shade`: pushes `x` if it is unmarked.
+    fn shade(&self, me: usize, x: usize) {
+        if x == NIL {
+            return;
+        }
+        let marked = self.mark[x].load(Ordering::Relaxed);
         self.poll(me);
-        if m {
-            self.push(me, o);
+        if !marked {
+            self.push(me, x);
+        }
+    }
+
+    /// `shade_contents`, after the contents of the new object `o` are written: if a mark
+    /// runs, shades the word `o` holds (read back from the object, as `shade_words` does).
+    /// `early` is `MARKING` as read before the contents (the `marking_checked_early` bug).
+    fn shade_contents(&self, me: usize, o: usize, early: bool) {
+        if !self.v.shade_contents {
+            return;
+        }
+        let marking = if self.v.marking_checked_early {
+            early
+        } else {
+            let m = self.marking.load(Ordering::Relaxed);
+            self.poll(me);
+            m
+        };
+        if marking {
+            let w = self.field[o].load(Ordering::Relaxed);
+            self.poll(me);
+            self.shade(me, w);
         }
     }
 
@@ -311,13 +354,19 @@ impl World {
         }
     }
 
-    /// Greys every stopped mutator's stack words.
-    fn scan_stacks(&self, grey: &mut Vec<usize>) {
+    /// Greys every stopped mutator's stack words; with `force` (mark termination,
+    /// `mark::scan_range_force`), an object they point to is queued even if marked.
+    fn scan_stacks(&self, grey: &mut Vec<usize>, force: bool) {
         for m in &self.mutators {
             for s in &m.stack {
                 // SAFETY: the mutator is stopped or parked; loom checks the ordering.
                 let w = s.with(|p| unsafe { *p });
-                self.mark_word(w, grey);
+                if force && w != NIL {
+                    self.try_mark(w);
+                    grey.push(w);
+                } else {
+                    self.mark_word(w, grey);
+                }
             }
         }
     }
@@ -346,7 +395,7 @@ impl World {
         // Phase 1.
         self.stop();
         self.marking.store(true, Ordering::Relaxed);
-        self.scan_stacks(&mut grey);
+        self.scan_stacks(&mut grey, false);
         self.resume();
         // Phase 2.
         self.drain(&mut grey);
@@ -355,7 +404,7 @@ impl World {
         self.stop();
         drop(pool);
         if self.v.rescan {
-            self.scan_stacks(&mut grey);
+            self.scan_stacks(&mut grey, self.v.force_rescan);
         }
         if self.v.drain_buffers {
             for m in &self.mutators {
@@ -508,6 +557,19 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// `v` with termination's stack rescan not forced: for the hiding and hand-off models, whose
+/// objects written without the barrier (B, C) stay on the stack, where the crate's forced
+/// rescan would scan them again and hide the bugs those models put back (in the crate such a
+/// bug needs the object written to be reached from the stacks only through another one, which
+/// the forced rescan does not scan again). The forced rescan only adds marks while the world
+/// is stopped, so a protocol that keeps every reachable object without it keeps them with it.
+fn unforced(v: Variant) -> Variant {
+    Variant {
+        force_rescan: false,
+        ..v
+    }
+}
+
 // Objects of `hide_behind_black`.
 const A: usize = 0;
 const B: usize = 1;
@@ -530,7 +592,7 @@ fn hide(w: &World, me: usize) {
 }
 
 fn hide_world(v: Variant) -> World {
-    World::new(v, 4, [X, NIL, Y, NIL], &[[A, B, NIL]])
+    World::new(unforced(v), 4, [X, NIL, Y, NIL], &[[A, B, NIL]])
 }
 
 #[test]
@@ -623,21 +685,28 @@ fn broken_flush_after_termination_marks() {
 // Objects of `new_object_holds_hidden_pointer`: A (old), X (behind A), N (new).
 const N: usize = 3;
 
-/// `x = A.f; N = alloc; N.f = x; shade_new(N); A.f = null; drop x`: stack `[A, N, reg]`.
+/// `x = A.f; A.f = null; N = Gc::new(x); A.f = N; barrier(N); drop N`: stack `[A, N, reg]`.
+/// `Gc::new` allocates `N` (black during a mark), writes `x` into it without the barrier (the
+/// register holding `x` is dead once the object holds it), then `shade_contents`.
 fn init_new(w: &World, me: usize) {
+    // `MARKING` as a `shade_contents` without its compiler fence could read it: before the
+    // contents are read and written (the `marking_checked_early` bug).
+    let early = w.v.marking_checked_early && {
+        let m = w.marking.load(Ordering::Relaxed);
+        w.poll(me);
+        m
+    };
     let x = w.load(me, A);
     w.set_slot(me, 2, x);
+    w.store(me, A, NIL);
     w.alloc(me, N, 1);
-    if !w.v.shade_new_after_init {
-        w.shade_new(me, N);
-    }
     // The initialisation: no barrier.
     w.store(me, N, x);
-    if w.v.shade_new_after_init {
-        w.shade_new(me, N);
-    }
-    w.store(me, A, NIL);
     w.set_slot(me, 2, NIL);
+    w.shade_contents(me, N, early);
+    w.store(me, A, N);
+    w.barrier(me, N, true);
+    w.set_slot(me, 1, NIL);
 }
 
 fn new_world(v: Variant) -> World {
@@ -649,12 +718,49 @@ fn new_object_holds_hidden_pointer() {
     model(|| run(new_world(OK), &[init_new]));
 }
 
+/// `Gc::new` does not shade the contents: `N`, allocated black after the first pause, is
+/// never scanned (the barrier storing it into `A` skips it, being marked, and termination
+/// finds it no more on the stack), so `X`, reachable only through it, is swept.
 #[test]
-#[should_panic(expected = "freed while reachable")]
-fn broken_shade_new_before_init() {
+#[should_panic(expected = "object 2 freed while reachable")]
+fn broken_new_contents_not_shaded() {
     model(|| {
         let v = Variant {
-            shade_new_after_init: false,
+            shade_contents: false,
+            ..OK
+        };
+        run(new_world(v), &[init_new])
+    });
+}
+
+/// `MARKING` read before the contents are read and written, as a compiler could move the load
+/// without the compiler fence in `shade_contents`: it finds no mark, the first pause comes
+/// after it, and the contents loaded and written after the pause are never shaded (`N` is
+/// black, or white and scanned by the markers before the write). (Read after the contents are
+/// loaded but before the write, `MARKING` is harmless: the first pause then greys the register
+/// that holds them.)
+#[test]
+#[should_panic(expected = "object 2 freed while reachable")]
+fn broken_marking_checked_before_init() {
+    model(|| {
+        let v = Variant {
+            marking_checked_early: true,
+            ..OK
+        };
+        run(new_world(v), &[init_new])
+    });
+}
+
+/// Mark termination rescans the stacks without forcing: a thread stopped between the write of
+/// the contents and their shading holds `N` (marked at allocation, never scanned) only on its
+/// stack, the register that held `X` already reused; the plain rescan skips `N` as marked, `X`
+/// is swept, and the shading after the resume finds the mark over.
+#[test]
+#[should_panic(expected = "object 2 freed while reachable")]
+fn broken_termination_not_forced() {
+    model(|| {
+        let v = Variant {
+            force_rescan: false,
             ..OK
         };
         run(new_world(v), &[init_new])
@@ -691,7 +797,12 @@ fn take(w: &World, me: usize) {
 }
 
 fn handoff_world(v: Variant) -> World {
-    World::new(v, 4, [XH, NIL, NIL, NIL], &[[P, S, NIL], [S, C, NIL]])
+    World::new(
+        unforced(v),
+        4,
+        [XH, NIL, NIL, NIL],
+        &[[P, S, NIL], [S, C, NIL]],
+    )
 }
 
 #[test]
