@@ -257,8 +257,9 @@ fn drain_sharing(grey: &mut GreyStack, share: bool) {
 // when the pool has work; it ends when it sees `ACTIVE == 0` and then the pool empty: nobody
 // outside `ACTIVE` pushes, so nothing can be added after that.
 
-/// Mark workers at most (besides the collector).
+/// Mark workers at most (besides the collector); fits `PARTICIPANT_BITS`.
 pub const MAX_WORKERS: usize = 7;
+const _: () = assert!(MAX_WORKERS < 1 << PARTICIPANT_BITS);
 /// Entries a marker takes from the pool at once.
 const TAKE: usize = 128;
 
@@ -267,8 +268,12 @@ static POOL_LEN: AtomicUsize = AtomicUsize::new(0);
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// Set when a marker's grey stack could not grow (the collector then rescans marked objects).
 static OVERFLOWED: AtomicBool = AtomicBool::new(false);
-/// Bumped to start the workers on a mark (their futex word), and the count that finished.
+/// Changed to start the workers on a mark (their futex word): a generation above
+/// `PARTICIPANT_BITS`, and below them how many workers take part in this drain (one value,
+/// so a worker that wakes late never joins a drain with the wrong count). Then the count of
+/// participants that finished.
 static WORK_GEN: AtomicU32 = AtomicU32::new(0);
+const PARTICIPANT_BITS: u32 = 4;
 static DONE: AtomicUsize = AtomicUsize::new(0);
 /// Workers started.
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
@@ -437,15 +442,17 @@ extern "C" fn worker(arg: *mut libc::c_void) -> *mut libc::c_void {
             continue;
         }
         seen = now;
-        drain_parallel(&mut grey);
-        DONE.fetch_add(1, Ordering::AcqRel);
+        if idx < (now & ((1 << PARTICIPANT_BITS) - 1)) as usize {
+            drain_parallel(&mut grey);
+            DONE.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
-/// Drains `grey` (the roots) with the mark workers; returns whether some object could not be
-/// queued (the caller must then `rescan_marked`). The world is stopped.
-pub fn drain_with_workers(grey: &mut GreyStack) -> bool {
-    let n = WORKERS.load(Ordering::Acquire);
+/// Drains `grey` (the roots) with up to `max` of the mark workers; returns whether some object
+/// could not be queued (the caller must then `rescan_marked`).
+pub fn drain_with_workers(grey: &mut GreyStack, max: usize) -> bool {
+    let n = WORKERS.load(Ordering::Acquire).min(max);
     if n == 0 {
         // Alone: the pool may still hold what mutators flushed during a concurrent mark.
         loop {
@@ -463,7 +470,9 @@ pub fn drain_with_workers(grey: &mut GreyStack) -> bool {
     if grey.len() > 1 {
         give(grey);
     }
-    WORK_GEN.fetch_add(1, Ordering::AcqRel);
+    // Only the collector writes it (under `CYCLE`); `n <= MAX_WORKERS` fits its bits.
+    let gen = (WORK_GEN.load(Ordering::Relaxed) >> PARTICIPANT_BITS).wrapping_add(1);
+    WORK_GEN.store(gen << PARTICIPANT_BITS | n as u32, Ordering::Release);
     crate::sync::futex_wake_all(&WORK_GEN);
     drain_parallel(grey);
     while DONE.load(Ordering::Acquire) < n {

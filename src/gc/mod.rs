@@ -614,20 +614,28 @@ static STATS: Mutex<Totals> = Mutex::new(Totals {
     gc_cpu_ns: 0,
 });
 
-/// Mark workers besides the collector: `GOMALLOC_GC_WORKERS` if set, else one fewer than
-/// the CPUs (at most `mark::MAX_WORKERS`).
-fn mark_workers() -> usize {
+/// Mark workers besides the collector, while the world is stopped and (`background`) while
+/// the program runs: `GOMALLOC_GC_WORKERS` for both if set; else one fewer than the CPUs
+/// stopped (at most `mark::MAX_WORKERS`), and running, Go's 25% of the CPUs for the
+/// background mark (`floor(cpus / 4 + 1/2)` markers, the collector one of them, at least it).
+fn mark_workers(background: bool) -> usize {
     static N: AtomicUsize = AtomicUsize::new(usize::MAX);
-    let n = N.load(Ordering::Relaxed);
-    if n != usize::MAX {
-        return n;
+    static SET: AtomicBool = AtomicBool::new(false);
+    let mut n = N.load(Ordering::Relaxed);
+    if n == usize::MAX {
+        let env = crate::os::env(c"GOMALLOC_GC_WORKERS").and_then(parse_i64);
+        SET.store(env.is_some(), Ordering::Relaxed);
+        n = env
+            .map_or(ncpu() as usize - 1, |v| v.max(0) as usize)
+            .min(mark::MAX_WORKERS);
+        N.store(n, Ordering::Relaxed);
     }
-    let n = crate::os::env(c"GOMALLOC_GC_WORKERS")
-        .and_then(parse_i64)
-        .map_or(ncpu() as usize - 1, |v| v.max(0) as usize)
-        .min(mark::MAX_WORKERS);
-    N.store(n, Ordering::Relaxed);
-    n
+    if background && !SET.load(Ordering::Relaxed) {
+        let markers = ((ncpu() as usize + 2) / 4).max(1);
+        n.min(markers - 1)
+    } else {
+        n
+    }
 }
 
 /// Online CPUs (at least 1), read once.
@@ -958,7 +966,7 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
     let regions = roots::lock_regions();
     let segments = roots::list_statics();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
-    mark::ensure_workers(mark_workers());
+    mark::ensure_workers(mark_workers(false));
     // The markers' pool: a thread may take its lock at any time (a thread-exit flush), so it
     // is held across the stop (no stopped thread holds it) and released for the mark.
     let pool = mark::lock_pool();
@@ -980,7 +988,7 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
             scan_malloc,
         };
         roots.scan(Pass::StopTheWorld, grey);
-        if mark::drain_with_workers(grey) {
+        if mark::drain_with_workers(grey, usize::MAX) {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
         }
@@ -1082,7 +1090,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     let before = h.stats.live;
     let _ = roots::stack_top();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
-    mark::ensure_workers(mark_workers());
+    mark::ensure_workers(mark_workers(false));
     // Phase 1.
     let first = {
         let caches = cache::lock();
@@ -1126,7 +1134,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     // Phase 2.
     let mut overflow = false;
     for _ in 0..8 {
-        overflow |= mark::drain_with_workers(grey);
+        overflow |= mark::drain_with_workers(grey, mark_workers(true));
         if mark::pool_len() == 0 {
             break;
         }
@@ -1159,7 +1167,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         };
         roots.scan(Pass::Termination, grey);
         caches.drain_barrier_buffers(grey);
-        if mark::drain_with_workers(grey) | overflow | mark::take_conc_overflow() {
+        if mark::drain_with_workers(grey, usize::MAX) | overflow | mark::take_conc_overflow() {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
         }
