@@ -687,6 +687,17 @@ impl Iterator for GcSpans {
 static RANGE_LO: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
 static RANGE_HI: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
+/// The GC heap's address range as `(lowest, highest - lowest)`: a word `w` with
+/// `w.wrapping_sub(lowest) >= size` points into no GC span that existed at this call. A scan
+/// may filter with it, read once: a span created after the read holds only objects allocated
+/// since, which need no marking (no mark runs, or they are allocated black).
+#[inline]
+pub fn range() -> (usize, usize) {
+    let lo = RANGE_LO.load(core::sync::atomic::Ordering::Relaxed);
+    let hi = RANGE_HI.load(core::sync::atomic::Ordering::Relaxed);
+    (lo, hi.wrapping_sub(lo))
+}
+
 /// The GC span record and object index for a word that points into an allocated GC object,
 /// or None. Caller holds `GC_HEAP`'s lock (GC spans change only under it), or is a marker of a
 /// concurrent mark: then spans may become GC spans meanwhile (published with release, read

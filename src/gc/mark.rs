@@ -182,10 +182,16 @@ pub unsafe fn scan_range_force(start: *const u8, len: usize, grey: &mut GreyStac
 unsafe fn scan_range_with<const FORCE: bool>(start: *const u8, len: usize, grey: &mut GreyStack) {
     let end = start.addr().saturating_add(len);
     let mut p = start.map_addr(|a| (a + WORD - 1) & !(WORD - 1));
+    // Most words are no pointer into the GC heap: filter them here, with the range read once.
+    let (lo, size) = super::heap::range();
     while p.addr() + WORD <= end {
         // SAFETY: an aligned word inside the readable range (precondition). Volatile: the
         // words are read as they are, whatever the compiler knows about them.
         let w = unsafe { ptr::read_volatile(p.cast::<usize>()) };
+        if w.wrapping_sub(lo) >= size {
+            p = p.wrapping_add(WORD);
+            continue;
+        }
         if FORCE {
             mark_word_force(w, grey);
         } else {
