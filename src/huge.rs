@@ -256,6 +256,65 @@ pub fn with_blocks<R>(f: impl FnOnce(&Blocks<'_>) -> R) -> R {
     f(&Blocks(&t))
 }
 
+/// Calls `f(start, len)` on every huge block live from the start of the call to its end (and
+/// on some mapped meanwhile), in address order, a piece of at most `piece` bytes at a time,
+/// each with the table lock held (so the piece stays mapped during `f`), the lock released
+/// between pieces: for the collector's scan of the malloc heap while the program runs, which
+/// must not keep huge allocations waiting for the whole scan. A block freed, moved or shrunk
+/// meanwhile is cut short (that scan is redone with the world stopped). `f` must not allocate
+/// or free huge blocks.
+#[cfg(feature = "gc")]
+pub fn each_piece(piece: usize, mut f: impl FnMut(*mut u8, usize)) {
+    const BATCH: usize = 64;
+    let piece = piece.max(4096);
+    // Blocks at or above `from` are still to be scanned.
+    let mut from = 0usize;
+    loop {
+        // The next (up to) BATCH blocks from `from`, by address.
+        let mut next = [0usize; BATCH];
+        let mut n = 0;
+        {
+            let t = TABLE.lock();
+            for i in 0..t.cap {
+                // SAFETY: i < cap, and the slots are initialised.
+                let a = unsafe { (*t.slots.add(i)).addr() };
+                if a <= TOMB || a < from || (n == BATCH && a >= next[BATCH - 1]) {
+                    continue;
+                }
+                // Insertion into the sorted batch, dropping its largest when full.
+                let mut k = n.min(BATCH - 1);
+                while k > 0 && next[k - 1] > a {
+                    next[k] = next[k - 1];
+                    k -= 1;
+                }
+                next[k] = a;
+                n = (n + 1).min(BATCH);
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        for &a in &next[..n] {
+            let mut off = 0usize;
+            loop {
+                let t = TABLE.lock();
+                let Some(i) = t.find(a) else { break };
+                // SAFETY: `i` from `find`, under the lock.
+                let e = unsafe { *t.slots.add(i) };
+                if off >= e.len {
+                    break;
+                }
+                let len = (e.len - off).min(piece);
+                // The block stays mapped while the lock is held; `f` reads through its
+                // mapping's pointer.
+                f(e.ptr.wrapping_add(off), len);
+                off += len;
+            }
+        }
+        from = next[n - 1] + 1;
+    }
+}
+
 /// The live huge blocks, while the table lock is held (see [`with_blocks`]).
 #[cfg(feature = "gc")]
 pub struct Blocks<'a>(&'a Table);
@@ -271,6 +330,60 @@ impl Blocks<'_> {
             if e.addr() > TOMB {
                 f(e.ptr, e.len);
             }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "gc"))]
+mod tests {
+    use super::*;
+
+    /// `each_piece` visits every live block whole, in address order, in pieces of at most the
+    /// size asked, and nothing of a block freed before it got there.
+    #[test]
+    fn each_piece_covers_blocks_in_order() {
+        const MIB: usize = 1 << 20;
+        let sizes = [3 * MIB + 4096, 5 * MIB, MIB / 2 * 5, 70 * 4096];
+        let mut blocks = [(ptr::null_mut::<u8>(), 0usize); 4];
+        for (b, &size) in blocks.iter_mut().zip(&sizes) {
+            *b = alloc(size, 4096);
+            assert!(!b.0.is_null());
+        }
+        // The third block goes before the walk.
+        // SAFETY: ours, from `alloc`, freed once.
+        unsafe { free(blocks[2].0) };
+        let mut pieces = Vec::with_capacity(4096);
+        each_piece(MIB, |a, len| {
+            if pieces.len() < pieces.capacity() {
+                pieces.push((a.addr(), len));
+            }
+        });
+        // Other tests may map huge blocks meanwhile: look at ours only.
+        for (k, &(p, len)) in blocks.iter().enumerate() {
+            let mine: Vec<_> = pieces
+                .iter()
+                .filter(|&&(a, _)| a >= p.addr() && a < p.addr() + len)
+                .copied()
+                .collect();
+            if k == 2 {
+                // Freed: only a block mapped at the same place since may show.
+                continue;
+            }
+            let mut at = p.addr();
+            for &(a, n) in &mine {
+                assert_eq!(a, at, "block {k}: a gap or an overlap");
+                assert!(n <= MIB && n > 0);
+                at += n;
+            }
+            assert_eq!(at, p.addr() + len, "block {k} not covered whole");
+        }
+        assert!(
+            pieces.windows(2).all(|w| w[0].0 < w[1].0),
+            "not in address order"
+        );
+        for &(p, _) in [blocks[0], blocks[1], blocks[3]].iter() {
+            // SAFETY: ours, from `alloc`, freed once.
+            unsafe { free(p) };
         }
     }
 }

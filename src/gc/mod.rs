@@ -1129,7 +1129,13 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     };
     drop(h);
     if scan_malloc {
-        crate::huge::with_blocks(|blocks| scan_malloc_heap(blocks, grey));
+        // Huge blocks a piece at a time, so that huge allocations and frees do not wait for
+        // the whole scan (termination scans them again with the table locked).
+        scan_malloc_spans(grey);
+        crate::huge::each_piece(1 << 20, |a, len| {
+            // SAFETY: a piece of a live huge block, mapped while `each_piece` holds the lock.
+            unsafe { mark::scan_range(a, len, grey) }
+        });
     }
     // Phase 2.
     let mut overflow = false;
@@ -1258,6 +1264,13 @@ fn record(t: &Times, why: Trigger) -> u64 {
 /// Scans every block of the ordinary heap: the used part of each in-use small span (objects
 /// never handed out are left alone, unread and unfaulted) and each large span and huge block.
 fn scan_malloc_heap(blocks: &crate::huge::Blocks<'_>, grey: &mut GreyStack) {
+    scan_malloc_spans(grey);
+    // SAFETY: live huge blocks, which stay mapped while their table lock is held.
+    blocks.each(|a, len| unsafe { mark::scan_range(a, len, grey) });
+}
+
+/// Scans the in-use spans of the allocator's heap (huge blocks apart).
+fn scan_malloc_spans(grey: &mut GreyStack) {
     crate::pagemap::for_each_inuse_span(|s| {
         // SAFETY: descriptors are never unmapped; heap memory is never unmapped, so reading
         // a span's memory is safe even if it changes meanwhile (conservative reads). The span
@@ -1274,8 +1287,6 @@ fn scan_malloc_heap(blocks: &crate::huge::Blocks<'_>, grey: &mut GreyStack) {
             }
         }
     });
-    // SAFETY: live huge blocks, which stay mapped while their table lock is held.
-    blocks.each(|a, len| unsafe { mark::scan_range(a, len, grey) });
 }
 
 // ---- gctrace -----------------------------------------------------------------------------
