@@ -186,6 +186,13 @@ impl World for Proc {
         true
     }
 
+    /// As the crate's `Linux` world, the threads the last stop stopped are hinted: here the
+    /// first mutator always (exited or not), so a stop signals it before its first listing,
+    /// which then ends the stop or finds the others.
+    fn hint(&self, f: &mut dyn FnMut(i32)) {
+        f(self.mutators[0].tid);
+    }
+
     fn signal(&self, tid: i32) -> bool {
         self.mutator(tid)
             .signal

@@ -56,6 +56,9 @@ use handshake::{Handshake, Slot, StopError, World};
 pub const SUSPEND_SIGNAL: libc::c_int = libc::SIGPWR;
 /// Threads that can be stopped at once (the slot table's size).
 const MAX_THREADS: usize = 16384;
+/// How long a stop waits for a thread before it checks whether the thread exited or blocks
+/// the signal.
+const SLOW_NS: u64 = 1_000_000;
 /// How long a thread may keep the signal blocked before it is left running.
 pub const BLOCKED_GRACE_MS: u64 = 50;
 
@@ -64,6 +67,11 @@ static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(ptr::null_mut());
 /// The stop generation, slots in use and resumed generation.
 static HANDSHAKE: Handshake = Handshake::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The threads the last stop stopped (0-terminated, at most `HINTS`): signalled first by the
+/// next stop (`World::hint`), so that it lists the process's threads once, not twice, when
+/// they are the same. Written by the collector only.
+static LAST_STOPPED: [AtomicI32; HINTS] = [const { AtomicI32::new(0) }; HINTS];
+const HINTS: usize = 256;
 static WARNED_BLOCKED: AtomicBool = AtomicBool::new(false);
 /// Tids of gomalloc's own helper threads that are never stopped (0: none): the timer thread,
 /// then the mark workers.
@@ -323,7 +331,19 @@ pub fn stop() -> Option<Stopped> {
             }
             None
         }
-        Ok(stopped) => Some(Stopped(stopped)),
+        Ok(stopped) => {
+            let mut k = 0;
+            stopped.for_each_tid(slots(), |tid| {
+                if k < HINTS {
+                    LAST_STOPPED[k].store(tid, Ordering::Relaxed);
+                    k += 1;
+                }
+            });
+            if k < HINTS {
+                LAST_STOPPED[k].store(0, Ordering::Relaxed);
+            }
+            Some(Stopped(stopped))
+        }
         Err(StopError::Blocked) => None,
         Err(StopError::Full) => {
             diag::warn(
@@ -371,6 +391,18 @@ impl World for Linux {
         })
     }
 
+    fn hint(&self, f: &mut dyn FnMut(i32)) {
+        for t in &LAST_STOPPED {
+            let tid = t.load(Ordering::Relaxed);
+            if tid == 0 {
+                break;
+            }
+            if tid != self.me && !is_exempt(tid) {
+                f(tid);
+            }
+        }
+    }
+
     fn signal(&self, tid: i32) -> bool {
         tgkill(self.pid, tid, SUSPEND_SIGNAL)
     }
@@ -390,7 +422,9 @@ impl World for Linux {
         }
         // SAFETY: sched_yield has no memory effects.
         unsafe { libc::sched_yield() };
-        if turn % 64 != 0 {
+        // The checks below read /proc (tens of microseconds): only once the thread is late (a
+        // thread woken from sleep on an idle CPU may take that long to run its handler).
+        if turn % 64 != 0 || crate::os::now_ns() - self.wait_start.get() < SLOW_NS {
             return true;
         }
         if is_exempt(tid) {

@@ -95,6 +95,11 @@ pub trait World {
     /// Calls `f(tid)` for every thread to stop (not the collector's own, not exempt helpers);
     /// false if the list cannot be read.
     fn threads(&self, f: &mut dyn FnMut(i32)) -> bool;
+    /// Calls `f(tid)` for threads likely to be in the list (those the last stop stopped), so
+    /// that they are signalled before the first listing, which then finds no new thread in
+    /// the usual case: a stop lists once instead of twice. Only a hint: a listing that finds
+    /// no new thread still ends every stop, and a tid that is gone fails its signal.
+    fn hint(&self, _f: &mut dyn FnMut(i32)) {}
     /// Sends `tid` the suspend signal; false if the thread is gone.
     fn signal(&self, tid: i32) -> bool;
     /// Called on each turn (from 1) of waiting for `tid` to acknowledge; pauses briefly and
@@ -188,42 +193,65 @@ impl Handshake {
         let mut n = 0usize;
         let mut full = false;
         let mut gave_up = false;
+        // Signals `tid` unless it has a slot already (a negated tid is a thread left running:
+        // not a new thread either); counts it in `n` if the signal went.
+        let add = |tid: i32, n: &mut usize, full: &mut bool| {
+            if table[..*n]
+                .iter()
+                .any(|s| s.tid.load(Ordering::Relaxed).unsigned_abs() == tid.unsigned_abs())
+            {
+                return;
+            }
+            let Some(s) = table.get(*n) else {
+                *full = true;
+                return;
+            };
+            s.acked.store(0, Ordering::Relaxed);
+            s.tid.store(tid, Ordering::Relaxed);
+            self.window.store(window(base, *n + 1), Ordering::Release);
+            if world.signal(tid) {
+                *n += 1;
+            } else {
+                s.tid.store(0, Ordering::Relaxed);
+                self.window.store(window(base, *n), Ordering::Release);
+            }
+        };
+        // The threads hinted are stopped before the first listing, so a listing that finds
+        // nothing new ends the stop as it would after the first round of signals.
+        world.hint(&mut |tid| add(tid, &mut n, &mut full));
+        // Slots below `before` are stopped (or left running).
+        let mut before = 0;
         loop {
-            let before = n;
-            let listed = world.threads(&mut |tid| {
-                // A negated tid is a thread left running: not a new thread either.
-                if table[..n]
-                    .iter()
-                    .any(|s| s.tid.load(Ordering::Relaxed).unsigned_abs() == tid.unsigned_abs())
-                {
-                    return;
+            // Every thread signalled is stopped: list (the first time round, unless hinted
+            // threads are still to be waited for below).
+            if before == n && !full {
+                let listed = world.threads(&mut |tid| add(tid, &mut n, &mut full));
+                if !listed {
+                    self.resume(Stopped {
+                        gen,
+                        base,
+                        n,
+                        gave_up: true,
+                    });
+                    return Err(StopError::Unlisted);
                 }
-                let Some(s) = table.get(n) else {
-                    full = true;
-                    return;
-                };
-                s.acked.store(0, Ordering::Relaxed);
-                s.tid.store(tid, Ordering::Relaxed);
-                self.window.store(window(base, n + 1), Ordering::Release);
-                if world.signal(tid) {
-                    n += 1;
-                } else {
-                    s.tid.store(0, Ordering::Relaxed);
-                    self.window.store(window(base, n), Ordering::Release);
+                if n == before && !full {
+                    return Ok(Stopped {
+                        gen,
+                        base,
+                        n,
+                        gave_up,
+                    });
                 }
-            });
-            if !listed || full {
+            }
+            if full {
                 self.resume(Stopped {
                     gen,
                     base,
                     n,
                     gave_up: true,
                 });
-                return Err(if full {
-                    StopError::Full
-                } else {
-                    StopError::Unlisted
-                });
+                return Err(StopError::Full);
             }
             for s in &table[before..n] {
                 match Self::wait_for(s, gen, world) {
@@ -240,14 +268,7 @@ impl Handshake {
                     }
                 }
             }
-            if n == before {
-                return Ok(Stopped {
-                    gen,
-                    base,
-                    n,
-                    gave_up,
-                });
-            }
+            before = n;
         }
     }
 
@@ -332,6 +353,16 @@ impl Stopped {
                 if tp != 0 {
                     f(tp);
                 }
+            }
+        }
+    }
+
+    /// Calls `f(tid)` for every stopped thread.
+    pub fn for_each_tid(&self, slots: &[Slot], mut f: impl FnMut(i32)) {
+        for s in &slots[self.base..][..self.n] {
+            let tid = s.tid.load(Ordering::Relaxed);
+            if tid > 0 && s.acked.load(Ordering::Acquire) == self.gen {
+                f(tid);
             }
         }
     }
