@@ -37,6 +37,11 @@ pub const ARENA_PAGES: usize = ARENA_SIZE >> PAGE_SHIFT;
 #[repr(C)]
 pub struct ArenaMeta {
     spans: [AtomicPtr<Span>; ARENA_PAGES],
+    /// Bit `i`: page `i` belongs to a span of the collector's heap (set and cleared by
+    /// `gc::heap` under its lock), which the walk over malloc memory skips 64 pages at a
+    /// time without reading their descriptors.
+    #[cfg(feature = "gc")]
+    gc_pages: [core::sync::atomic::AtomicU64; ARENA_PAGES / 64],
 }
 
 static L1: [AtomicPtr<ArenaMeta>; L1_ENTRIES] =
@@ -83,6 +88,39 @@ pub unsafe fn install_arena(base: usize, meta: *mut ArenaMeta) {
     }
 }
 
+/// Marks the `npages` pages from `start` as belonging (`on`) or no longer belonging to a span
+/// of the collector's heap. The caller holds the collector's heap lock, which serialises every
+/// change of these bits.
+///
+/// # Safety
+/// The pages lie in installed arenas.
+#[cfg(feature = "gc")]
+pub unsafe fn set_gc_pages(start: usize, npages: usize, on: bool) {
+    for k in 0..npages {
+        let addr = start + (k << PAGE_SHIFT);
+        let m = meta(addr);
+        debug_assert!(!m.is_null());
+        let p = (addr >> PAGE_SHIFT) & (ARENA_PAGES - 1);
+        let bit = 1u64 << (p % 64);
+        // SAFETY: the arena's metadata is installed (precondition) and never freed.
+        let w = unsafe { &(*m).gc_pages[p / 64] };
+        if on {
+            w.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            w.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether the page holding `addr` is marked as the collector's (`set_gc_pages`).
+#[cfg(all(test, feature = "gc"))]
+pub fn is_gc_page(addr: usize) -> bool {
+    let m = meta(addr);
+    let p = (addr >> PAGE_SHIFT) & (ARENA_PAGES - 1);
+    // SAFETY: installed metadata is never freed.
+    !m.is_null() && unsafe { (*m).gc_pages[p / 64].load(Ordering::Relaxed) } >> (p % 64) & 1 != 0
+}
+
 /// Arenas listed for the collector's walk over the heap (256 GiB of them).
 #[cfg(feature = "gc")]
 const MAX_LISTED_ARENAS: usize = 4096;
@@ -93,9 +131,10 @@ static ARENAS: [core::sync::atomic::AtomicUsize; MAX_LISTED_ARENAS] =
 static NARENAS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Calls `f` with every span that is in use (state not `FREE`) in the arenas mapped so far,
-/// found by walking each arena's pages in the page map. Spans may change while this runs
-/// (other threads allocate): `f` must only read, and only what stays readable (heap memory
-/// is never unmapped, descriptors never freed).
+/// found by walking each arena's pages in the page map, but for the pages of the collector's
+/// own spans (`set_gc_pages`), which it may skip. Spans may change while this runs (other
+/// threads allocate): `f` must only read, and only what stays readable (heap memory is never
+/// unmapped, descriptors never freed).
 #[cfg(feature = "gc")]
 pub fn for_each_inuse_span(mut f: impl FnMut(*mut Span)) {
     let n = NARENAS.load(Ordering::Acquire).min(MAX_LISTED_ARENAS);
@@ -104,8 +143,16 @@ pub fn for_each_inuse_span(mut f: impl FnMut(*mut Span)) {
         if base == 0 {
             continue;
         }
+        let m = meta(base);
         let mut page = 0;
         while page < ARENA_PAGES {
+            // SAFETY: a listed arena's metadata is installed and never freed.
+            let gc = unsafe { (*m).gc_pages[page / 64].load(Ordering::Relaxed) } >> (page % 64);
+            if gc & 1 != 0 {
+                // Skip the run of GC pages from here (within this bitmap word).
+                page += (!gc).trailing_zeros() as usize;
+                continue;
+            }
             let addr = base + (page << PAGE_SHIFT);
             let s = span_of(addr);
             // SAFETY: descriptors are never unmapped; a racy read gives a stale but readable

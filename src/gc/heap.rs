@@ -399,6 +399,8 @@ impl GcHeap {
             unsafe { self.pool.free(g as *mut u8) };
             return ptr::null_mut();
         }
+        // SAFETY: the pages of a span the page heap just handed us, inside its arena.
+        unsafe { crate::pagemap::set_gc_pages((*s).base(), (*s).npages, true) };
         // SAFETY: `s` is a fresh in-use span, ours alone; `g` is memory for one record.
         unsafe {
             let (size, nelems) = if class == 0 {
@@ -657,6 +659,8 @@ impl GcHeap {
                 .store(state, core::sync::atomic::Ordering::Release);
             core::sync::atomic::AtomicPtr::from_ptr(&mut (*s).gc)
                 .store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
+            // SAFETY: our span's pages, inside its arena, before they go back.
+            crate::pagemap::set_gc_pages((*s).base(), (*s).npages, false);
             HEAPS[0].free(s);
             self.pool.free(g as *mut u8);
         }
@@ -816,5 +820,29 @@ mod tests {
         for c in 1..NUM_CLASSES {
             assert!(size_class::class_objects(c) <= MAX_OBJECTS, "class {c}");
         }
+    }
+
+    /// A GC span's pages are marked as the collector's while the span is one (so the walk
+    /// over malloc memory skips them) and unmarked when it goes back to the page heap (a
+    /// malloc span there later would be skipped, and the `Gc` pointers in it missed); the
+    /// walk does not visit them meanwhile.
+    #[test]
+    fn gc_pages_marked_while_the_span_is_ours() {
+        let mut h = GC_HEAP.lock();
+        // A large object's span, over more than one bitmap word's worth of pages.
+        let g = h.new_span(70, 0, false);
+        assert!(!g.is_null());
+        // SAFETY: our live record.
+        let span = unsafe { (*g).span };
+        // SAFETY: its live span.
+        let (base, npages) = unsafe { ((*span).base(), (*span).npages) };
+        let page = |k: usize| base + k * size_class::PAGE_SIZE;
+        assert!((0..npages).all(|k| crate::pagemap::is_gc_page(page(k))));
+        let mut seen = false;
+        crate::pagemap::for_each_inuse_span(|s| seen |= s == span);
+        assert!(!seen, "the walk visited a GC span");
+        // SAFETY: our record, with no allocated object.
+        unsafe { h.release(g) };
+        assert!((0..npages).all(|k| !crate::pagemap::is_gc_page(page(k))));
     }
 }

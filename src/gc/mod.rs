@@ -1042,6 +1042,10 @@ fn finish(
     }
 }
 
+/// Grey entries (the collector's and the pool's) up to which mark termination drains without
+/// the mark workers.
+const TERMINATION_ALONE: usize = 4096;
+
 /// Spans the collector sweeps per hold of `GC_HEAP`.
 const SWEEP_CHUNK: usize = 128;
 
@@ -1173,7 +1177,14 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         };
         roots.scan(Pass::Termination, grey);
         caches.drain_barrier_buffers(grey);
-        if mark::drain_with_workers(grey, usize::MAX) | overflow | mark::take_conc_overflow() {
+        // What is left to mark at termination is usually little: waking the workers would
+        // cost more than it saves.
+        let helpers = if grey.len() + mark::pool_len() > TERMINATION_ALONE {
+            usize::MAX
+        } else {
+            0
+        };
+        if mark::drain_with_workers(grey, helpers) | overflow | mark::take_conc_overflow() {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
         }
