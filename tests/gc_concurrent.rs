@@ -472,9 +472,10 @@ mod run {
         let cycles = after.num_gc - before.num_gc;
         let paced = cycles - (after.num_forced_gc - before.num_forced_gc);
         println!(
-            "gc_concurrent: {} rounds, {cycles} cycles ({paced} started by the pacer), {} skipped",
+            "gc_concurrent: {} rounds, {cycles} cycles ({paced} started by the pacer), {} skipped, {} KiB scanned by mark assists",
             rounds.load(Ordering::Relaxed),
-            after.num_skipped - before.num_skipped
+            after.num_skipped - before.num_skipped,
+            (after.assist_bytes - before.assist_bytes) >> 10
         );
         assert!(
             paced >= 10,

@@ -321,6 +321,47 @@ pub fn mark_into_pool(ws: &[usize]) {
     POOL_LEN.store(pool.len(), Ordering::Release);
 }
 
+/// Bytes scanned by mark assists, over all cycles.
+static ASSISTED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// A mark assist (Go's): a thread that allocates past the goal while a concurrent mark runs
+/// scans up to `budget` bytes of grey objects from the markers' pool. All of it happens under
+/// the pool's lock, with `MARKING` checked under it (as in [`mark_into_pool`]): no mark bit is
+/// set once the mark has ended, and mark termination, which takes the lock before it stops
+/// the world, never finds a thread stopped halfway through an assist. Returns the bytes
+/// scanned (0 if the pool was empty).
+pub fn assist(budget: usize) -> usize {
+    if POOL_LEN.load(Ordering::Acquire) == 0 {
+        return 0;
+    }
+    let mut pool = POOL.lock();
+    if !marking() {
+        return 0;
+    }
+    let mut done = 0;
+    while done < budget {
+        let Some((start, len)) = pool.pop() else {
+            break;
+        };
+        // SAFETY: a grey object is an allocated GC object (no GC span is released while a
+        // mark runs): readable, and read through its own pointer.
+        unsafe { scan_range(start, len, &mut pool) };
+        done += len;
+    }
+    if pool.overflowed {
+        CONC_OVERFLOW.store(true, Ordering::Relaxed);
+        pool.overflowed = false;
+    }
+    POOL_LEN.store(pool.len(), Ordering::Release);
+    ASSISTED.fetch_add(done as u64, Ordering::Relaxed);
+    done
+}
+
+/// Bytes scanned by mark assists so far.
+pub fn assist_bytes() -> u64 {
+    ASSISTED.load(Ordering::Relaxed)
+}
+
 /// Entries waiting in the pool (mutators' flushes that came after the markers went idle).
 pub fn pool_len() -> usize {
     POOL_LEN.load(Ordering::Acquire)

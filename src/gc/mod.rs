@@ -563,6 +563,9 @@ pub struct GcStats {
     pub num_skipped: u64,
     /// Total time spent sweeping, after the world resumed (not in the pauses or in gctrace).
     pub sweep_total_ns: u64,
+    /// Bytes of grey objects that allocating threads scanned as mark assists (concurrent
+    /// marking, with the heap past its goal), over all cycles.
+    pub assist_bytes: u64,
     /// Bytes of allocated GC slots (slot sizes), including the slots that threads' caches
     /// hold reserved (at most 8 KiB per size class and thread, as Go counts whole cached
     /// spans), and of GC spans, now.
@@ -588,6 +591,7 @@ impl GcStats {
         last_stopped_threads: 0,
         num_skipped: 0,
         sweep_total_ns: 0,
+        assist_bytes: 0,
         heap_live: 0,
         heap_spans: 0,
         next_gc: 0,
@@ -679,6 +683,7 @@ pub fn stats() -> GcStats {
         heap_live: h.live,
         heap_spans: h.spans,
         next_gc: NEXT_GC.load(Ordering::Relaxed),
+        assist_bytes: mark::assist_bytes(),
         mallocs: h.nmalloc - cached,
         frees: h.nfree,
         ..t.s
@@ -843,6 +848,11 @@ fn cycle(why: Trigger) {
     if why == Trigger::Heap && CONCURRENT.load(Ordering::Relaxed) && !on_background_thread() {
         let (live, goal) = (GC_HEAP.lock().stats.live, NEXT_GC.load(Ordering::Relaxed));
         if live < goal.saturating_add(goal / 10) {
+            if live >= goal && mark::marking() {
+                // Past the goal with the mark still running: this thread helps it, in
+                // proportion to what it allocates (one call per refill past the trigger).
+                mark::assist(ASSIST_BYTES);
+            }
             if !BG_REQUEST.swap(true, Ordering::AcqRel) {
                 TIMER_WAKE.fetch_add(1, Ordering::Release);
                 crate::sync::futex_wake(&TIMER_WAKE);
@@ -1041,6 +1051,9 @@ fn finish(
         print_trace(n, &t, before, after, next, why);
     }
 }
+
+/// Bytes of grey objects a mark assist scans (about 8 per byte a refill reserves).
+const ASSIST_BYTES: usize = 64 << 10;
 
 /// Grey entries (the collector's and the pool's) up to which mark termination drains without
 /// the mark workers.
