@@ -53,8 +53,8 @@ pub struct GcCache {
     lists: [[*mut u8; NUM_CLASSES]; 2],
     /// Slots on each list (written by the owner only; read by `stats`).
     counts: [[AtomicU32; NUM_CLASSES]; 2],
-    /// The barrier buffer: pointers this thread stored into GC objects, or objects it
-    /// allocated, during a concurrent mark, not yet marked (`shade`). Written by the owner;
+    /// The barrier buffer: pointers this thread stored into GC objects (or into a new object,
+    /// `Gc::new`) during a concurrent mark, not yet marked (`shade`). Written by the owner;
     /// read and emptied by the collector while the owner is stopped.
     wb: [usize; WB_CAP],
     wb_len: usize,

@@ -254,7 +254,14 @@ impl GcHeap {
     /// allocated; null if the OS refuses memory.
     pub fn alloc_class(&mut self, class: usize, size: usize, noscan: bool) -> *mut u8 {
         let g = if class == 0 {
-            self.new_span(size.div_ceil(size_class::PAGE_SIZE), 0, noscan)
+            let npages = size.div_ceil(size_class::PAGE_SIZE);
+            // Sweep credit (Go's deductSweepCredit): a large object sweeps as many spans as
+            // it takes pages first, so the heap cannot outgrow a sweep that other threads
+            // keep from the lock.
+            if !self.cursor.is_null() {
+                self.sweep_some(npages);
+            }
+            self.new_span(npages, 0, noscan)
         } else {
             let head = self.swept_partial(class, noscan);
             if head.is_null() {

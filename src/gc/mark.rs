@@ -297,7 +297,8 @@ pub fn marking() -> bool {
     MARKING.load(Ordering::Relaxed)
 }
 
-/// Starts or ends a concurrent mark. The world is stopped (the resume publishes it).
+/// Starts or ends a concurrent mark: with the world stopped (the resume publishes it), or,
+/// for a mark given up, under `GC_HEAP` and the pool's lock with the world running.
 pub fn set_marking(on: bool) {
     MARKING.store(on, Ordering::Relaxed);
 }
@@ -360,6 +361,11 @@ pub fn assist(budget: usize) -> usize {
 /// Bytes scanned by mark assists so far.
 pub fn assist_bytes() -> u64 {
     ASSISTED.load(Ordering::Relaxed)
+}
+
+/// After the pool was emptied under its lock (a mark given up).
+pub fn pool_emptied() {
+    POOL_LEN.store(0, Ordering::Release);
 }
 
 /// Entries waiting in the pool (mutators' flushes that came after the markers went idle).

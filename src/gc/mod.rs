@@ -74,8 +74,10 @@
 //! `GC_HEAP` (gc::heap), then the slot-cache registry, `roots`' region and segment tables,
 //! the markers' pool, `huge`'s table (all taken before the world stops; the pool is released
 //! once it has stopped, and taken again under the huge table only by the collector while the
-//! world is stopped), then the page heap's lock for freed spans during the sweep.
-//! `STATS` is taken alone. A mutator takes the pool's lock alone (a barrier flush).
+//! world is stopped), then the page heap's lock for freed spans during the sweep. (The first
+//! pause of a concurrent mark does not take the pool; its concurrent phase takes the huge
+//! table alone, a piece of a block at a time.) `STATS` is taken alone. A mutator takes the
+//! pool's lock alone (a barrier flush, a mark assist).
 
 mod cache;
 pub mod heap;
@@ -349,13 +351,24 @@ fn parse_bytes(s: &[u8]) -> Option<i64> {
     n.checked_mul(1 << shift)
 }
 
+/// Sets the goal again after GOGC or the memory limit changed. Not during a sweep: `live`
+/// still counts what it frees, and its end sets the goal from the new settings.
+fn goal_from_settings() {
+    let h = GC_HEAP.lock();
+    if h.sweeping() {
+        return;
+    }
+    let live = h.stats.live;
+    drop(h);
+    set_goal(live);
+}
+
 /// Sets GOGC (debug.SetGCPercent) and returns the previous value; negative turns automatic
 /// collection off (the memory limit, if set, still starts cycles).
 pub fn set_gc_percent(percent: i32) -> i32 {
     let old = gogc();
     GOGC.store(i64::from(percent.max(-1)), Ordering::Relaxed);
-    let live = GC_HEAP.lock().stats.live;
-    set_goal(live);
+    goal_from_settings();
     old as i32
 }
 
@@ -370,8 +383,7 @@ pub fn set_memory_limit(limit: i64) -> i64 {
     let old = memory_limit();
     if limit >= 0 {
         MEMORY_LIMIT.store(limit, Ordering::Relaxed);
-        let live = GC_HEAP.lock().stats.live;
-        set_goal(live);
+        goal_from_settings();
     }
     old
 }
@@ -568,7 +580,8 @@ pub struct GcStats {
     pub assist_bytes: u64,
     /// Bytes of allocated GC slots (slot sizes), including the slots that threads' caches
     /// hold reserved (at most 8 KiB per size class and thread, as Go counts whole cached
-    /// spans), and of GC spans, now.
+    /// spans) and, during a sweep, the unreached objects of spans not yet swept; and bytes
+    /// of GC spans, now.
     pub heap_live: usize,
     pub heap_spans: usize,
     /// Bytes at which the next cycle starts (Go's NextGC).
@@ -1219,8 +1232,11 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         // The world could not be stopped for termination: give the mark up (its bits are
         // partial, so nothing may be swept).
         {
-            let _pool = mark::lock_pool();
+            let mut pool = mark::lock_pool();
             mark::set_marking(false);
+            // Its grey ranges belong to the mark given up.
+            pool.reset();
+            mark::pool_emptied();
         }
         h.clear_marks();
         return skipped(h);
@@ -1329,10 +1345,11 @@ fn ms(l: &mut crate::diag::Line, ns: u64) {
 
 /// One line in the form of Go's gctrace:
 /// `gc N @Ts P%: S+0+M ms clock, S+0/0/0+M ms cpu, A->B->C MB, G MB goal, 0 MB stacks,
-/// 0 MB globals, N P (forced)`. At this stage the whole mark is stop-the-world, so it is
-/// reported as mark termination (M, from the stop request to the resume) after the time to
-/// stop the threads (S); the concurrent-mark fields are 0 and the concurrent sweep is not in
-/// the line (as in Go). P% is the GC CPU fraction since the first GC call; N P the CPUs.
+/// 0 MB globals, N P (forced)`. A stop-the-world cycle reports its mark as mark termination
+/// (M, from the stop request to the resume) after the time to stop the threads (S), with 0
+/// for the concurrent mark; a concurrent cycle its first pause (S), its concurrent mark (C)
+/// and its termination (M). The sweep is not in the line (as in Go). P% is the GC CPU
+/// fraction since the first GC call; N P the CPUs.
 fn print_trace(n: u64, t: &Times, before: usize, after: usize, goal: usize, why: Trigger) {
     let frac = (stats().gc_cpu_fraction * 100.0) as u64;
     let since = t.start.saturating_sub(START_NS.load(Ordering::Relaxed));

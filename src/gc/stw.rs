@@ -12,7 +12,10 @@
 //! registers), the kernel's signal frame (with every register of the interrupted code), the
 //! interrupted code's red zone and all its callers' frames. The list is read again after the
 //! first threads have stopped, until no new thread appears: a thread created meanwhile by a
-//! thread not yet stopped is found and stopped too.
+//! thread not yet stopped is found and stopped too. The threads the last stop stopped are
+//! signalled (and waited for) before the first listing (`World::hint`): a listing taken once
+//! they are stopped that finds no new thread ends the stop, so a program whose threads stay
+//! the same is listed once per stop, not twice.
 //!
 //! Threads not stopped: the collector itself, and gomalloc's own helper threads (the scavenger,
 //! the collector's timer thread and the mark workers), which block every signal and never hold
@@ -59,6 +62,10 @@ const MAX_THREADS: usize = 16384;
 /// How long a stop waits for a thread before it checks whether the thread exited or blocks
 /// the signal.
 const SLOW_NS: u64 = 1_000_000;
+/// Tids recently found to be zombies, checked at once by later stops (written by the
+/// collector only; a tid reused by a live thread is only checked earlier, and answers).
+static ZOMBIES: [AtomicI32; 8] = [const { AtomicI32::new(0) }; 8];
+static NEXT_ZOMBIE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// How long a thread may keep the signal blocked before it is left running.
 pub const BLOCKED_GRACE_MS: u64 = 50;
 
@@ -422,18 +429,31 @@ impl World for Linux {
         }
         // SAFETY: sched_yield has no memory effects.
         unsafe { libc::sched_yield() };
-        // The checks below read /proc (tens of microseconds): only once the thread is late (a
-        // thread woken from sleep on an idle CPU may take that long to run its handler).
-        if turn % 64 != 0 || crate::os::now_ns() - self.wait_start.get() < SLOW_NS {
+        if turn % 64 != 0 {
             return true;
         }
         if is_exempt(tid) {
             // A helper thread that blocked every signal after it was listed.
             return false;
         }
+        // The checks below read /proc (tens of microseconds): only once the thread is late (a
+        // thread woken from sleep on an idle CPU may take that long to run its handler), or
+        // at once for a tid found a zombie before (a main thread ended by `pthread_exit` is
+        // listed by every stop and never answers).
+        let zombie = ZOMBIES.iter().any(|z| z.load(Ordering::Relaxed) == tid);
+        if !zombie && crate::os::now_ns() - self.wait_start.get() < SLOW_NS {
+            return true;
+        }
         // Sending the signal again (not signal 0) also reaches a new thread that took over the
         // tid of one that exited; the handler ignores a repeat for a generation it acknowledged.
-        if !tgkill(self.pid, tid, SUSPEND_SIGNAL) || exited(tid) {
+        if !tgkill(self.pid, tid, SUSPEND_SIGNAL) {
+            return false;
+        }
+        if exited(tid) {
+            if !zombie {
+                let k = NEXT_ZOMBIE.fetch_add(1, Ordering::Relaxed) % ZOMBIES.len();
+                ZOMBIES[k].store(tid, Ordering::Relaxed);
+            }
             return false;
         }
         let waited_ms = (crate::os::now_ns() - self.wait_start.get()) / 1_000_000;

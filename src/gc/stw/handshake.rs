@@ -14,6 +14,7 @@
 //! ```text
 //! collector (stop)                               stopped thread (on_signal, in its handler)
 //! gen = STOP_GEN + 1 (never 0), Release
+//! (first the hinted threads, waited for before any listing; then)
 //! per listed thread: slot.acked = 0, slot.tid,
 //!   NSLOTS = n + 1 (Release), signal it    ~~~>  gen = STOP_GEN (Acquire); n = NSLOTS (Acquire)
 //!                                                find the slot whose tid is its own
