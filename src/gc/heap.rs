@@ -40,6 +40,14 @@ use crate::sync::Mutex;
 use crate::HEAPS;
 use core::ptr;
 
+/// Spans a refill (at most 8 KiB of slots) sweeps first during a sweep, and a large object per
+/// page: the sweep is over before the heap grows by about 1/16 of itself.
+const SWEEP_RATIO: usize = 16;
+
+/// Spans an allocation sweeps at most, looking for a free slot of its class, before it takes
+/// a new span (Go's `mcentral.cacheSpan` budget is 100).
+const SWEEP_HELP: usize = 64;
+
 /// Objects in a span at most (class 1, 8-byte objects, in one 8 KiB page).
 const MAX_OBJECTS: usize = 1024;
 const WORDS: usize = MAX_OBJECTS / 64;
@@ -255,11 +263,9 @@ impl GcHeap {
     pub fn alloc_class(&mut self, class: usize, size: usize, noscan: bool) -> *mut u8 {
         let g = if class == 0 {
             let npages = size.div_ceil(size_class::PAGE_SIZE);
-            // Sweep credit (Go's deductSweepCredit): a large object sweeps as many spans as
-            // it takes pages first, so the heap cannot outgrow a sweep that other threads
-            // keep from the lock.
+            // Proportional sweep (Go's deductSweepCredit), by its pages.
             if !self.cursor.is_null() {
-                self.sweep_some(npages);
+                self.sweep_some(npages.saturating_mul(SWEEP_RATIO));
             }
             self.new_span(npages, 0, noscan)
         } else {
@@ -313,6 +319,12 @@ impl GcHeap {
         max: usize,
         mut f: impl FnMut(*mut u8),
     ) -> usize {
+        // Proportional sweep (Go's deductSweepCredit): every refill during a sweep sweeps
+        // `SWEEP_RATIO` spans first, so the sweep ends within an allocation of a fraction of
+        // the heap, whoever else holds the lock (allocation starts no cycle until it ends).
+        if !self.cursor.is_null() {
+            self.sweep_some(SWEEP_RATIO);
+        }
         let mut got = 0;
         while got < max {
             let mut g = self.swept_partial(class, noscan);
@@ -497,16 +509,19 @@ impl GcHeap {
     /// A swept span of `class` with a free slot, or null: the head of its partial list, swept
     /// first if the sweep has not reached it (Go's lazy sweep: a span is swept before it is
     /// allocated from, or the sweep would free what is allocated in it now); with the list
-    /// empty while a sweep runs, spans are swept in order until one of the class frees a slot
-    /// or the sweep ends (an allocation helps the sweep before the heap grows).
+    /// empty while a sweep runs, up to `SWEEP_HELP` spans are swept in order, until one of
+    /// the class frees a slot (an allocation helps the sweep before the heap grows, as Go's
+    /// `mcentral.cacheSpan` does, within a budget so that one refill never sweeps the heap).
     fn swept_partial(&mut self, class: usize, noscan: bool) -> *mut GcSpan {
+        let mut help = SWEEP_HELP;
         loop {
             let g = self.partial[noscan as usize][class];
             if g.is_null() {
-                if self.cursor.is_null() {
+                if self.cursor.is_null() || help == 0 {
                     return g;
                 }
                 self.sweep_some(8);
+                help = help.saturating_sub(8);
                 continue;
             }
             // SAFETY: records on the partial lists are live records of ours.
