@@ -43,9 +43,10 @@
 //! 6. sweep, while the other threads run (Go's lazy sweep, `heap`): every unmarked object is
 //!    freed; empty spans go back to the page heap. The collector sweeps a chunk of spans per
 //!    hold of the lock; an allocation sweeps a span before it allocates from it (so the sweep
-//!    frees exactly what the mark left unreached), and helps the sweep when its class has no
-//!    free slot. The next goal is set when the sweep ends; until then allocation starts no
-//!    cycle, and the next cycle starts from a swept heap.
+//!    frees exactly what the mark left unreached), sweeps a few spans per refill (Go's
+//!    proportional sweep, so the sweep ends within a bounded allocation) and helps the sweep
+//!    when its class has no free slot. The next goal is set when the sweep ends; until then
+//!    allocation starts no cycle, and the next cycle starts from a swept heap.
 //!
 //! Rules for users:
 //! - A `Gc<T>` is found only where the collector looks: thread stacks and registers, statics,
