@@ -263,9 +263,10 @@ impl GcHeap {
     pub fn alloc_class(&mut self, class: usize, size: usize, noscan: bool) -> *mut u8 {
         let g = if class == 0 {
             let npages = size.div_ceil(size_class::PAGE_SIZE);
-            // Proportional sweep (Go's deductSweepCredit), by its pages.
+            // Proportional sweep (Go's deductSweepCredit), by its pages, within a bound (one
+            // huge object must not sweep the whole heap under the lock).
             if !self.cursor.is_null() {
-                self.sweep_some(npages.saturating_mul(SWEEP_RATIO));
+                self.sweep_some(npages.saturating_mul(SWEEP_RATIO).min(1024));
             }
             self.new_span(npages, 0, noscan)
         } else {

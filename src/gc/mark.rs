@@ -322,6 +322,9 @@ pub fn mark_into_pool(ws: &[usize]) {
     POOL_LEN.store(pool.len(), Ordering::Release);
 }
 
+/// The most of one object an assist scans before it puts the rest back in the pool.
+const ASSIST_PIECE: usize = 128 << 10;
+
 /// Bytes scanned by mark assists, over all cycles.
 static ASSISTED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -341,11 +344,17 @@ pub fn assist(budget: usize) -> usize {
     }
     let mut done = 0;
     while done < budget {
-        let Some((start, len)) = pool.pop() else {
+        let Some((start, mut len)) = pool.pop() else {
             break;
         };
-        // SAFETY: a grey object is an allocated GC object (no GC span is released while a
-        // mark runs): readable, and read through its own pointer.
+        if len > ASSIST_PIECE {
+            // A large object goes a piece at a time (Go's oblets): the rest back to the pool,
+            // so that no assist holds the lock for a whole multi-MiB scan.
+            pool.push(start.wrapping_add(ASSIST_PIECE), len - ASSIST_PIECE);
+            len = ASSIST_PIECE;
+        }
+        // SAFETY: a grey object (or a piece of one) is part of an allocated GC object (no GC
+        // span is released while a mark runs): readable, and read through its own pointer.
         unsafe { scan_range(start, len, &mut pool) };
         done += len;
     }

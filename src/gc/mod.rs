@@ -1235,9 +1235,10 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         {
             let mut pool = mark::lock_pool();
             mark::set_marking(false);
-            // Its grey ranges belong to the mark given up.
+            // Its grey ranges (and an overflow) belong to the mark given up.
             pool.reset();
             mark::pool_emptied();
+            mark::take_conc_overflow();
         }
         h.clear_marks();
         return skipped(h);
