@@ -529,8 +529,8 @@ impl GcHeap {
             if unsafe { (*g).swept } == self.gen {
                 return g;
             }
-            // Takes `g` off the list if it ends empty (released) ...; either way it is swept
-            // now, so the loop moves on.
+            // Swept now: released (and off the list) if it ends empty, else still the head with
+            // a free slot, which the next turn returns.
             self.sweep_span(g);
         }
     }
