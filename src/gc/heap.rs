@@ -227,6 +227,10 @@ pub(crate) struct GcHeap {
     gen: u32,
     /// The next span on `all` the sweep looks at; null once every span is swept.
     cursor: *mut GcSpan,
+    /// Bytes allocated since the current (or last) sweep began: `live` less these, once the
+    /// sweep is over, is what the mark kept (Go's heapMarked), which the next goal is set
+    /// from.
+    pub sweep_alloc: usize,
 }
 
 // SAFETY: the raw pointers are records and spans owned by this structure, used under its lock.
@@ -238,6 +242,7 @@ pub(crate) static GC_HEAP: Mutex<GcHeap> = Mutex::new(GcHeap {
     pool: FixAlloc::new(core::mem::size_of::<GcSpan>()),
     gen: 0,
     cursor: ptr::null_mut(),
+    sweep_alloc: 0,
     stats: GcHeapStats {
         live: 0,
         spans: 0,
@@ -299,6 +304,9 @@ impl GcHeap {
             let p = (*g).object(i);
             zero(p, (*g).size);
             self.stats.live += (*g).size;
+            if !self.cursor.is_null() {
+                self.sweep_alloc += (*g).size;
+            }
             self.stats.nmalloc += 1;
             p
         }
@@ -358,6 +366,9 @@ impl GcHeap {
                         got += 1;
                         (*g).nfree -= 1;
                         self.stats.live += size;
+                        if !self.cursor.is_null() {
+                            self.sweep_alloc += size;
+                        }
                         self.stats.nmalloc += 1;
                     }
                     if black && taken != 0 {
@@ -541,6 +552,7 @@ impl GcHeap {
     pub fn begin_sweep(&mut self) {
         self.gen = self.gen.wrapping_add(1);
         self.cursor = self.all;
+        self.sweep_alloc = 0;
     }
 
     /// Whether a sweep is in progress (between a mark's end and the end of its sweep, `live`
