@@ -270,7 +270,7 @@ impl GcHeap {
             let npages = size.div_ceil(size_class::PAGE_SIZE);
             // Proportional sweep (Go's deductSweepCredit), by its pages, within a bound (one
             // huge object must not sweep the whole heap under the lock).
-            if !self.cursor.is_null() {
+            if self.sweeping() {
                 self.sweep_some(npages.saturating_mul(SWEEP_RATIO).min(1024));
             }
             self.new_span(npages, 0, noscan)
@@ -303,11 +303,7 @@ impl GcHeap {
             }
             let p = (*g).object(i);
             zero(p, (*g).size);
-            self.stats.live += (*g).size;
-            if !self.cursor.is_null() {
-                self.sweep_alloc += (*g).size;
-            }
-            self.stats.nmalloc += 1;
+            self.count_alloc((*g).size);
             p
         }
     }
@@ -331,7 +327,7 @@ impl GcHeap {
         // Proportional sweep (Go's deductSweepCredit): every refill during a sweep sweeps
         // `SWEEP_RATIO` spans first, so the sweep ends within an allocation of a fraction of
         // the heap, whoever else holds the lock (allocation starts no cycle until it ends).
-        if !self.cursor.is_null() {
+        if self.sweeping() {
             self.sweep_some(SWEEP_RATIO);
         }
         let mut got = 0;
@@ -365,11 +361,7 @@ impl GcHeap {
                         f(p);
                         got += 1;
                         (*g).nfree -= 1;
-                        self.stats.live += size;
-                        if !self.cursor.is_null() {
-                            self.sweep_alloc += size;
-                        }
-                        self.stats.nmalloc += 1;
+                        self.count_alloc(size);
                     }
                     if black && taken != 0 {
                         (*g).set_marks(w, taken);
@@ -529,7 +521,7 @@ impl GcHeap {
         loop {
             let g = self.partial[noscan as usize][class];
             if g.is_null() {
-                if self.cursor.is_null() || help == 0 {
+                if !self.sweeping() || help == 0 {
                     return g;
                 }
                 self.sweep_some(8);
@@ -561,10 +553,19 @@ impl GcHeap {
         !self.cursor.is_null()
     }
 
+    /// Counts an object of `size` bytes handed out (or reserved by a thread's cache).
+    fn count_alloc(&mut self, size: usize) {
+        self.stats.live += size;
+        self.stats.nmalloc += 1;
+        if self.sweeping() {
+            self.sweep_alloc += size;
+        }
+    }
+
     /// Whether `live` reached `goal`. Not while a sweep runs: `live` then still counts what
     /// the sweep is freeing (the goal is set again when it ends).
     pub fn over(&self, goal: usize) -> bool {
-        self.stats.live >= goal && self.cursor.is_null()
+        self.stats.live >= goal && !self.sweeping()
     }
 
     /// Sweeps up to `n` unswept spans from the sweep's cursor; true once every span is swept.

@@ -315,11 +315,25 @@ pub fn mark_into_pool(ws: &[usize]) {
     for &e in ws {
         mark_word(e, &mut pool);
     }
+    publish_pool(&mut pool);
+}
+
+/// After pushes to the pool outside a drain (a flush, an assist), under its lock: passes an
+/// overflow on to mark termination and publishes the pool's length to the markers.
+fn publish_pool(pool: &mut GreyStack) {
     if pool.overflowed {
         CONC_OVERFLOW.store(true, Ordering::Relaxed);
         pool.overflowed = false;
     }
     POOL_LEN.store(pool.len(), Ordering::Release);
+}
+
+/// Empties the pool (a mark given up), under its lock: its grey ranges and an overflow belong
+/// to that mark.
+pub fn empty_pool(pool: &mut GreyStack) {
+    pool.reset();
+    POOL_LEN.store(0, Ordering::Release);
+    CONC_OVERFLOW.store(false, Ordering::Relaxed);
 }
 
 /// The most of one object an assist scans before it puts the rest back in the pool.
@@ -358,11 +372,7 @@ pub fn assist(budget: usize) -> usize {
         unsafe { scan_range(start, len, &mut pool) };
         done += len;
     }
-    if pool.overflowed {
-        CONC_OVERFLOW.store(true, Ordering::Relaxed);
-        pool.overflowed = false;
-    }
-    POOL_LEN.store(pool.len(), Ordering::Release);
+    publish_pool(&mut pool);
     ASSISTED.fetch_add(done as u64, Ordering::Relaxed);
     done
 }
@@ -370,11 +380,6 @@ pub fn assist(budget: usize) -> usize {
 /// Bytes scanned by mark assists so far.
 pub fn assist_bytes() -> u64 {
     ASSISTED.load(Ordering::Relaxed)
-}
-
-/// After the pool was emptied under its lock (a mark given up).
-pub fn pool_emptied() {
-    POOL_LEN.store(0, Ordering::Release);
 }
 
 /// Entries waiting in the pool (mutators' flushes that came after the markers went idle).

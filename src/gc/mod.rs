@@ -865,12 +865,18 @@ fn shade_words(p: *const u8, len: usize) {
 /// with concurrent marking on, asked of the background thread.
 #[inline(never)]
 fn cycle(why: Trigger) {
-    if why == Trigger::Heap && GC_HEAP.lock().sweeping() {
+    let (sweeping, live) = if why == Trigger::Heap {
+        let h = GC_HEAP.lock();
+        (h.sweeping(), h.stats.live)
+    } else {
+        (false, 0)
+    };
+    if sweeping {
         // Refills saw the goal before the sweep began; it is set again when the sweep ends.
         return;
     }
     if why == Trigger::Heap && CONCURRENT.load(Ordering::Relaxed) && !on_background_thread() {
-        let (live, goal) = (GC_HEAP.lock().stats.live, NEXT_GC.load(Ordering::Relaxed));
+        let goal = NEXT_GC.load(Ordering::Relaxed);
         // The hard limit: 10% past the goal, or the goal itself when the memory limit set it.
         let slack = if LIMIT_SETS_GOAL.load(Ordering::Relaxed) {
             0
@@ -1253,10 +1259,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         {
             let mut pool = mark::lock_pool();
             mark::set_marking(false);
-            // Its grey ranges (and an overflow) belong to the mark given up.
-            pool.reset();
-            mark::pool_emptied();
-            mark::take_conc_overflow();
+            mark::empty_pool(&mut pool);
         }
         h.clear_marks();
         return skipped(h);
