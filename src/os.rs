@@ -63,6 +63,61 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CPU time of the calling thread in nanoseconds (a system call: for per-phase accounting,
+/// not per object).
+#[cfg(feature = "gc")]
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Tasks runnable on the whole machine now, the caller included (the fourth field of
+/// `/proc/loadavg`, `R/T`), or None if it cannot be read.
+#[cfg(feature = "gc")]
+pub fn runnable_tasks() -> Option<usize> {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; `buf` is ours and `read` writes at most its length.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/loadavg".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return None;
+    }
+    // "0.52 0.58 0.59 3/456 12345": the number before the '/'.
+    let text = &buf[..n as usize];
+    let field = text.split(|&b| b == b' ').nth(3)?;
+    let mut r = 0usize;
+    for &b in field.iter().take_while(|&&b| b != b'/') {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        r = r * 10 + (b - b'0') as usize;
+    }
+    Some(r)
+}
+
+/// Sleeps for `ns` nanoseconds (less if a signal interrupts it).
+#[cfg(feature = "gc")]
+pub fn sleep_ns(ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `ts` is a valid timespec; the remainder pointer may be null.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
 /// The value of the environment variable `name`, if set. The program must not change the
 /// environment while the slice is in use (we read it in constructors and at GC calls).
 #[cfg(any(feature = "gc", feature = "c-abi"))]

@@ -106,6 +106,11 @@ fn batch(class: usize) -> usize {
     (REFILL_BYTES / size_class::class_size(class)).clamp(1, REFILL_OBJECTS)
 }
 
+/// Bytes a refill of `class` reserves.
+pub fn refill_bytes(class: usize) -> usize {
+    batch(class) * size_class::class_size(class)
+}
+
 /// A zeroed small object of `class` for this thread, and whether the heap reached its goal
 /// (the caller then runs a cycle). Falls back to the locked path when the thread-local is gone
 /// (during thread exit).

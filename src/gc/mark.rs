@@ -25,7 +25,7 @@ use super::heap::find_object;
 use crate::os;
 use crate::sync::Mutex;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 const WORD: usize = core::mem::size_of::<usize>();
 
@@ -40,6 +40,8 @@ pub struct GreyStack {
     /// The stack could not grow: some objects were marked but not scanned, so the mark must
     /// be finished by rescanning marked objects (`overflowed` tells the caller).
     pub overflowed: bool,
+    /// Bytes scanned into this stack not yet added to the cycle's scan work (`flush_work`).
+    scanned: usize,
 }
 
 // SAFETY: the stack owns its mapping; the ranges it holds are addresses of GC objects, read
@@ -53,6 +55,7 @@ impl GreyStack {
             len: 0,
             cap: 0,
             overflowed: false,
+            scanned: 0,
         }
     }
 
@@ -112,6 +115,7 @@ impl GreyStack {
         } else {
             self.len = 0;
             self.overflowed = false;
+            self.scanned = 0;
         }
     }
 
@@ -181,6 +185,7 @@ pub unsafe fn scan_range_force(start: *const u8, len: usize, grey: &mut GreyStac
 #[inline(always)]
 unsafe fn scan_range_with<const FORCE: bool>(start: *const u8, len: usize, grey: &mut GreyStack) {
     let end = start.addr().saturating_add(len);
+    grey.scanned += len;
     let mut p = start.map_addr(|a| (a + WORD - 1) & !(WORD - 1));
     // Most words are no pointer into the GC heap: filter them here, with the range read once.
     let (lo, size) = super::heap::range();
@@ -208,12 +213,14 @@ unsafe fn scan_range_with<const FORCE: bool>(start: *const u8, len: usize, grey:
 /// objects later, so its cache miss overlaps with the scans in between instead of stalling
 /// the first load. The order of scanning does not matter for the result.
 pub fn drain(grey: &mut GreyStack) {
-    drain_sharing(grey, false);
+    drain_sharing(grey, false, None);
 }
 
 /// As [`drain`]; with `share`, every 64 scans half of a long local stack goes to the shared
-/// pool while the pool runs low, for idle mark workers to take.
-fn drain_sharing(grey: &mut GreyStack, share: bool) {
+/// pool while the pool runs low, for idle mark workers to take, and the scan work done is
+/// added to the cycle's (`flush_work`). With a `duty` (a fractional marker), stops when the
+/// marker is past its share of the time and returns true, leaving the rest on `grey`.
+fn drain_sharing(grey: &mut GreyStack, share: bool, mut duty: Option<&mut Duty>) -> bool {
     const PREFETCH: usize = 8;
     let mut fifo: [Range; PREFETCH] = [(ptr::null(), 0); PREFETCH];
     let (mut head, mut len) = (0usize, 0usize);
@@ -236,12 +243,36 @@ fn drain_sharing(grey: &mut GreyStack, share: bool) {
         // SAFETY: a grey object is an allocated GC object: its memory is ours and readable.
         unsafe { scan_range(start, n, grey) };
         scans = scans.wrapping_add(1);
-        if share && scans % 64 == 0 && grey.len() > 64 && POOL_LEN.load(Ordering::Relaxed) < 256 {
-            give(grey);
+        if share && scans % 64 == 0 {
+            if grey.len() > 64 && POOL_LEN.load(Ordering::Relaxed) < 256 {
+                give(grey);
+            }
+            flush_work(grey);
+            if let Some(d) = duty.as_deref_mut() {
+                if d.pause_owed() != 0 {
+                    // Back to the grey stack, with the FIFO's entries, for whoever marks next.
+                    while len > 0 {
+                        let (s, n) = fifo[head];
+                        grey.push(s, n);
+                        head = (head + 1) % PREFETCH;
+                        len -= 1;
+                    }
+                    clear_fifo(&mut fifo);
+                    return true;
+                }
+            }
         }
     }
-    // The FIFO's old entries would stay on this thread's stack, where the next cycle's scan
-    // of the collector's own frames could find them and keep their objects one cycle longer.
+    if share {
+        flush_work(grey);
+    }
+    clear_fifo(&mut fifo);
+    false
+}
+
+/// The FIFO's old entries would stay on this thread's stack, where the next cycle's scan of
+/// the collector's own frames could find them and keep their objects one cycle longer.
+fn clear_fifo(fifo: &mut [Range]) {
     for e in fifo.iter_mut() {
         // SAFETY: a write to our own array; volatile so that it is not dropped as dead.
         unsafe { ptr::write_volatile(e, (ptr::null(), 0)) };
@@ -290,6 +321,206 @@ static MARKING: AtomicBool = AtomicBool::new(false);
 /// Set when the pool could not grow during a concurrent mark (mark termination then rescans
 /// marked objects).
 static CONC_OVERFLOW: AtomicBool = AtomicBool::new(false);
+
+// ---- pacing the concurrent mark (Go's gcControllerState) -----------------------------------
+//
+// The background mark uses about 25% of the CPUs (`pacer::background_plan`): dedicated
+// markers, and on machines where whole markers miss 25% by far, one fractional marker that
+// pauses (`Duty`) so that it marks only its share of the time. Allocating threads make up the
+// rest as mark assists, in proportion to what they allocate (`assist_for`): Go's rule that the
+// program pays for the marking its allocation makes necessary, so that the mark ends near the
+// goal however fast the program allocates. Work done by the background markers is banked
+// (`BG_CREDIT`) and taken by assists first, so that a mark that keeps up costs them nothing.
+
+/// Bytes scanned by this cycle's mark: roots, markers and assists.
+static SCAN_WORK: AtomicUsize = AtomicUsize::new(0);
+/// The scan work expected of this cycle's mark: the last mark's.
+static EXPECTED: AtomicUsize = AtomicUsize::new(0);
+/// The last completed mark's scan work (0 before the first).
+static LAST_WORK: AtomicUsize = AtomicUsize::new(0);
+/// Scan work of the background markers that assists have not taken (Go's bgScanCredit).
+static BG_CREDIT: AtomicUsize = AtomicUsize::new(0);
+/// The mark the threads' assist debts belong to (bumped by `begin_mark`).
+static MARK_GEN: AtomicU32 = AtomicU32::new(0);
+/// CPU time of background marking (markers in concurrent drains, the collector's concurrent
+/// root scans) and of assists, over all cycles, in ns.
+static BG_CPU_NS: AtomicU64 = AtomicU64::new(0);
+static ASSIST_CPU_NS: AtomicU64 = AtomicU64::new(0);
+static IDLE_CPU_NS: AtomicU64 = AtomicU64::new(0);
+/// Whether the drain in progress is a concurrent (background) one, the share of a CPU of its
+/// fractional marker (millionths, 0 = none) and how many of its last participants are idle
+/// markers (see [`Plan`]).
+static BG_DRAIN: AtomicBool = AtomicBool::new(false);
+static FRACTION_PPM: AtomicU32 = AtomicU32::new(0);
+static IDLE_MARKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How a background drain's markers run (Go's worker modes): the collector and the workers
+/// are dedicated, except the `idle` last participants, idle markers (Go's idle workers: they
+/// mark only while the machine has an idle CPU), and, if `fraction > 0`, the participant just
+/// before them, the fractional marker (Go's fractional worker: `fraction` of one CPU).
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub fraction: f64,
+    pub idle: usize,
+}
+/// Set while a thread waits for the cycle (at the hard limit): the fractional marker then
+/// marks without pauses.
+static HURRY: AtomicBool = AtomicBool::new(false);
+
+/// A fractional marker's shortest pause.
+const MIN_PAUSE_NS: u64 = 1_000_000;
+
+/// Starts a cycle's accounting (the collector, before the first pause): `live` is the heap
+/// when the mark starts, the expected scan work before a first mark.
+pub fn begin_mark(live: usize) {
+    let last = LAST_WORK.load(Ordering::Relaxed);
+    EXPECTED.store(if last == 0 { live } else { last }, Ordering::Relaxed);
+    SCAN_WORK.store(0, Ordering::Relaxed);
+    BG_CREDIT.store(0, Ordering::Relaxed);
+    HURRY.store(false, Ordering::Relaxed);
+    MARK_GEN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Ends a completed mark's accounting: its scan work is the next one's estimate.
+pub fn end_mark() {
+    let work = SCAN_WORK.load(Ordering::Relaxed).max(1);
+    LAST_WORK.store(work, Ordering::Relaxed);
+    super::pacer::set_expected_work(work);
+}
+
+/// Bytes scanned so far by this cycle's mark.
+pub fn scan_work() -> usize {
+    SCAN_WORK.load(Ordering::Relaxed)
+}
+
+/// Sets or clears the hurry flag (see `HURRY`).
+pub fn hurry(on: bool) {
+    HURRY.store(on, Ordering::Relaxed);
+}
+
+/// CPU time of background marking (dedicated and fractional markers), of assists and of
+/// idle markers so far (ns).
+pub fn cpu_totals() -> (u64, u64, u64) {
+    (
+        BG_CPU_NS.load(Ordering::Relaxed),
+        ASSIST_CPU_NS.load(Ordering::Relaxed),
+        IDLE_CPU_NS.load(Ordering::Relaxed),
+    )
+}
+
+/// Adds background marking time done outside a drain (the collector's concurrent root scans).
+pub fn add_background_cpu(ns: u64) {
+    BG_CPU_NS.fetch_add(ns, Ordering::Relaxed);
+}
+
+/// Adds the bytes scanned into `grey` to the cycle's scan work, and during a background
+/// drain to the credit assists may take.
+fn flush_work(grey: &mut GreyStack) {
+    let n = core::mem::take(&mut grey.scanned);
+    if n == 0 {
+        return;
+    }
+    SCAN_WORK.fetch_add(n, Ordering::Relaxed);
+    if BG_DRAIN.load(Ordering::Relaxed) {
+        BG_CREDIT.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// When a fractional or idle marker marks.
+///
+/// Fractional (Go's fractional worker): while its thread's CPU time since it joined the drain
+/// is at most `fraction` of the wall time since then; otherwise it pauses until it is back at
+/// its share (`pacer::fractional_pause`). CPU time rather than wall time: on a loaded machine
+/// a marker that waits for a CPU has not marked.
+///
+/// Idle (Go's idle worker, `fraction == 0`): while fewer tasks than CPUs besides itself are
+/// runnable on the machine (`os::runnable_tasks`, read at most every millisecond); otherwise
+/// it pauses for a millisecond and looks again.
+struct Duty {
+    fraction: f64,
+    start: u64,
+    cpu0: u64,
+    /// When to look again (a system call, or three: at most every 100 us, or 1 ms for idle).
+    next_check: u64,
+}
+
+impl Duty {
+    fn new(fraction: f64) -> Duty {
+        Duty {
+            fraction,
+            start: os::now_ns(),
+            cpu0: os::thread_cpu_ns(),
+            next_check: 0,
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.fraction == 0.0
+    }
+
+    /// How long the marker should pause now (0: go on).
+    fn pause_owed(&mut self) -> u64 {
+        if HURRY.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let now = os::now_ns();
+        if now < self.next_check {
+            return 0;
+        }
+        if self.idle() {
+            let busy = os::runnable_tasks().is_none_or(|r| r > ncpu());
+            self.next_check = now + IDLE_CHECK_NS;
+            return if busy { IDLE_CHECK_NS } else { 0 };
+        }
+        let run = os::thread_cpu_ns().saturating_sub(self.cpu0);
+        let p = super::pacer::fractional_pause(run, now - self.start, self.fraction, MIN_PAUSE_NS);
+        if p == 0 {
+            self.next_check = now + 100_000;
+        }
+        p
+    }
+
+    /// Pauses (the marker holds no grey object and is outside `ACTIVE`), in slices of at most
+    /// 1 ms, ending early when a thread hurries the mark or the drain has ended.
+    fn pause(&mut self) {
+        let owed = if self.idle() {
+            IDLE_CHECK_NS
+        } else {
+            self.pause_owed()
+        };
+        let until = os::now_ns() + owed;
+        loop {
+            let t = os::now_ns();
+            if t >= until
+                || HURRY.load(Ordering::Relaxed)
+                || (ACTIVE.load(Ordering::Acquire) == 0 && POOL_LEN.load(Ordering::Acquire) == 0)
+            {
+                break;
+            }
+            os::sleep_ns((until - t).min(1_000_000));
+        }
+        if self.idle() {
+            // Look again at the next check.
+            self.next_check = 0;
+        }
+    }
+}
+
+/// How often an idle marker looks whether the machine is busy.
+const IDLE_CHECK_NS: u64 = 1_000_000;
+
+/// Online CPUs (at least 1), read once.
+fn ncpu() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.load(Ordering::Relaxed);
+    if n != 0 {
+        return n;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let n = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize;
+    N.store(n, Ordering::Relaxed);
+    n
+}
 
 /// Whether a concurrent mark runs: stores into GC objects and new objects must be shaded.
 #[inline(always)]
@@ -373,8 +604,73 @@ pub fn assist(budget: usize) -> usize {
         done += len;
     }
     publish_pool(&mut pool);
+    // Scan work, but no background credit.
+    SCAN_WORK.fetch_add(core::mem::take(&mut pool.scanned), Ordering::Relaxed);
     ASSISTED.fetch_add(done as u64, Ordering::Relaxed);
     done
+}
+
+std::thread_local! {
+    /// This thread's assist balance: the mark it belongs to (`MARK_GEN`) and the bytes of scan
+    /// work it owes (positive) or did ahead (negative).
+    static DEBT: core::cell::Cell<(u32, isize)> = const { core::cell::Cell::new((0, 0)) };
+}
+
+/// The least scan work an assist does (smaller debts wait for the next refill), and the most
+/// one call does (the rest is owed at the next refill): an assist holds the pool's lock.
+const ASSIST_MIN: usize = 16 << 10;
+const ASSIST_MAX: usize = 256 << 10;
+
+/// Go's mark assist, for `alloc` bytes a thread allocated during a concurrent mark, with the
+/// GC heap at `live`, its goal `goal` and hard limit `hard`: the thread owes the scan work
+/// `pacer::assist_work` gives, pays what it can from the background markers' credit and
+/// scans the rest itself (`assist`). Its balance carries over to its next refill in the same
+/// mark. Without a grey object in the pool the debt waits (at most `ASSIST_MAX`).
+pub fn assist_for(alloc: usize, live: usize, goal: usize, hard: usize) {
+    let gen = MARK_GEN.load(Ordering::Relaxed);
+    let owed = super::pacer::assist_work(
+        alloc,
+        EXPECTED.load(Ordering::Relaxed),
+        SCAN_WORK.load(Ordering::Relaxed),
+        live,
+        goal,
+        hard,
+    );
+    let (g, mut debt) = DEBT.try_with(|d| d.get()).unwrap_or((gen, 0));
+    if g != gen {
+        debt = 0;
+    }
+    debt = debt.saturating_add(owed.min(isize::MAX as usize) as isize);
+    if debt > 0 {
+        debt -= steal_credit(debt as usize) as isize;
+    }
+    if debt >= ASSIST_MIN as isize {
+        let t0 = os::thread_cpu_ns();
+        let done = assist((debt as usize).min(ASSIST_MAX));
+        ASSIST_CPU_NS.fetch_add(os::thread_cpu_ns().saturating_sub(t0), Ordering::Relaxed);
+        debt = (debt - done as isize).min(ASSIST_MAX as isize);
+    }
+    let _ = DEBT.try_with(|d| d.set((gen, debt)));
+}
+
+/// Takes up to `want` bytes of the background markers' credit; returns what it took.
+fn steal_credit(want: usize) -> usize {
+    let mut have = BG_CREDIT.load(Ordering::Relaxed);
+    loop {
+        let take = have.min(want);
+        if take == 0 {
+            return 0;
+        }
+        match BG_CREDIT.compare_exchange_weak(
+            have,
+            have - take,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return take,
+            Err(h) => have = h,
+        }
+    }
 }
 
 /// Bytes scanned by mark assists so far.
@@ -404,8 +700,13 @@ pub fn take_conc_overflow() -> bool {
 
 /// Moves half of `grey` to the pool.
 fn give(grey: &mut GreyStack) {
+    give_n(grey, grey.len() / 2);
+}
+
+/// Moves `n` entries of `grey` to the pool.
+fn give_n(grey: &mut GreyStack, n: usize) {
     let mut pool = POOL.lock();
-    for _ in 0..grey.len() / 2 {
+    for _ in 0..n {
         match grey.pop() {
             Some((s, n)) => pool.push(s, n),
             None => break,
@@ -436,14 +737,36 @@ fn take(grey: &mut GreyStack) -> bool {
 }
 
 /// One marker's part of a parallel mark: drains its own stack, helps from the pool, and
-/// returns once no marker has anything left.
-fn drain_parallel(grey: &mut GreyStack) {
+/// returns once no marker has anything left. Participant `me` (0: the collector, `k`: worker
+/// `k - 1`) of `n` is the fractional marker of a background drain if it is the last one and
+/// the drain has one: it then pauses whenever it is past its share of the time, its grey
+/// objects left in the pool for the others and for assists.
+fn drain_parallel(grey: &mut GreyStack, me: usize, n: usize) {
+    let background = BG_DRAIN.load(Ordering::Relaxed);
+    let cpu0 = if background { os::thread_cpu_ns() } else { 0 };
+    let frac = FRACTION_PPM.load(Ordering::Relaxed);
+    let idle = IDLE_MARKERS.load(Ordering::Relaxed).min(n);
+    let is_idle = background && me > n - idle;
+    let mut duty = if is_idle {
+        Some(Duty::new(0.0))
+    } else if background && me == n - idle && frac != 0 {
+        Some(Duty::new(f64::from(frac) / 1e6))
+    } else {
+        None
+    };
     loop {
-        drain_sharing(grey, true);
-        if take(grey) {
-            continue;
+        if drain_sharing(grey, true, duty.as_mut()) {
+            give_n(grey, grey.len());
+            ACTIVE.fetch_sub(1, Ordering::AcqRel);
+            if let Some(d) = duty.as_mut() {
+                d.pause();
+            }
+        } else {
+            if take(grey) {
+                continue;
+            }
+            ACTIVE.fetch_sub(1, Ordering::AcqRel);
         }
-        ACTIVE.fetch_sub(1, Ordering::AcqRel);
         loop {
             if POOL_LEN.load(Ordering::Acquire) > 0 {
                 ACTIVE.fetch_add(1, Ordering::AcqRel);
@@ -456,6 +779,14 @@ fn drain_parallel(grey: &mut GreyStack) {
                 if grey.overflowed {
                     OVERFLOWED.store(true, Ordering::Relaxed);
                     grey.overflowed = false;
+                }
+                if background {
+                    let cpu = os::thread_cpu_ns().saturating_sub(cpu0);
+                    if is_idle {
+                        IDLE_CPU_NS.fetch_add(cpu, Ordering::Relaxed);
+                    } else {
+                        add_background_cpu(cpu);
+                    }
                 }
                 return;
             }
@@ -509,17 +840,37 @@ extern "C" fn worker(arg: *mut libc::c_void) -> *mut libc::c_void {
             continue;
         }
         seen = now;
-        if idx < (now & ((1 << PARTICIPANT_BITS) - 1)) as usize {
-            drain_parallel(&mut grey);
+        let n = (now & ((1 << PARTICIPANT_BITS) - 1)) as usize;
+        if idx < n {
+            drain_parallel(&mut grey, idx + 1, n);
             DONE.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
 
 /// Drains `grey` (the roots) with up to `max` of the mark workers; returns whether some object
-/// could not be queued (the caller must then `rescan_marked`).
-pub fn drain_with_workers(grey: &mut GreyStack, max: usize) -> bool {
+/// could not be queued (the caller must then `rescan_marked`). `background`: a concurrent
+/// drain, whose CPU time counts as background marking and whose scan work is credit for
+/// assists, its markers run as the plan says.
+pub fn drain_with_workers(grey: &mut GreyStack, max: usize, background: Option<Plan>) -> bool {
     let n = WORKERS.load(Ordering::Acquire).min(max);
+    BG_DRAIN.store(background.is_some(), Ordering::Relaxed);
+    let plan = background.unwrap_or(Plan {
+        fraction: 0.0,
+        idle: 0,
+    });
+    let frac = plan.fraction.clamp(0.0, 1.0);
+    FRACTION_PPM.store(
+        if frac < 1.0 { (frac * 1e6) as u32 } else { 0 },
+        Ordering::Relaxed,
+    );
+    IDLE_MARKERS.store(plan.idle, Ordering::Relaxed);
+    if n == 0 && background.is_some() {
+        // The collector alone, maybe fractional: as a participant, so that it pauses.
+        let r = drain_with(grey, 0);
+        BG_DRAIN.store(false, Ordering::Relaxed);
+        return r;
+    }
     if n == 0 {
         // Alone: the pool may still hold what mutators flushed during a concurrent mark.
         loop {
@@ -530,6 +881,13 @@ pub fn drain_with_workers(grey: &mut GreyStack, max: usize) -> bool {
         }
         return core::mem::take(&mut grey.overflowed) | OVERFLOWED.swap(false, Ordering::Relaxed);
     }
+    let r = drain_with(grey, n);
+    BG_DRAIN.store(false, Ordering::Relaxed);
+    r
+}
+
+/// `drain_with_workers` with `n` workers (0: the collector alone, through the pool).
+fn drain_with(grey: &mut GreyStack, n: usize) -> bool {
     OVERFLOWED.store(false, Ordering::Relaxed);
     DONE.store(0, Ordering::Relaxed);
     ACTIVE.store(n + 1, Ordering::Release);
@@ -537,11 +895,13 @@ pub fn drain_with_workers(grey: &mut GreyStack, max: usize) -> bool {
     if grey.len() > 1 {
         give(grey);
     }
-    // Only the collector writes it (under `CYCLE`); `n <= MAX_WORKERS` fits its bits.
-    let gen = (WORK_GEN.load(Ordering::Relaxed) >> PARTICIPANT_BITS).wrapping_add(1);
-    WORK_GEN.store(gen << PARTICIPANT_BITS | n as u32, Ordering::Release);
-    crate::sync::futex_wake_all(&WORK_GEN);
-    drain_parallel(grey);
+    if n > 0 {
+        // Only the collector writes it (under `CYCLE`); `n <= MAX_WORKERS` fits its bits.
+        let gen = (WORK_GEN.load(Ordering::Relaxed) >> PARTICIPANT_BITS).wrapping_add(1);
+        WORK_GEN.store(gen << PARTICIPANT_BITS | n as u32, Ordering::Release);
+        crate::sync::futex_wake_all(&WORK_GEN);
+    }
+    drain_parallel(grey, 0, n);
     while DONE.load(Ordering::Acquire) < n {
         core::hint::spin_loop();
         // SAFETY: sched_yield has no memory effects.

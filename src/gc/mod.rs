@@ -241,7 +241,13 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
     };
     if over {
         // `p` is used after the call, so it stays in a register or on the stack, both scanned.
-        cycle(Trigger::Heap);
+        // A refill reserved a batch of slots; a large object is its own size.
+        let bytes = if size <= crate::size_class::MAX_SMALL_SIZE {
+            cache::refill_bytes(crate::size_class::size_to_class(size.max(1)))
+        } else {
+            size
+        };
+        over_trigger(bytes);
     }
     p
 }
@@ -275,8 +281,6 @@ static MEMORY_LIMIT: AtomicI64 = AtomicI64::new(i64::MIN);
 static NEXT_GC: AtomicUsize = AtomicUsize::new(HEAP_MINIMUM);
 /// Bytes at which the next concurrent cycle starts (`pacer`), below the goal.
 static TRIGGER: AtomicUsize = AtomicUsize::new(HEAP_MINIMUM);
-/// The live GC heap the goal was set from.
-static GOAL_BASE: AtomicUsize = AtomicUsize::new(0);
 
 /// Sets the goal (and the concurrent trigger) for a live heap of `live` bytes.
 fn set_goal(live: usize) -> usize {
@@ -284,7 +288,6 @@ fn set_goal(live: usize) -> usize {
     LIMIT_SETS_GOAL.store(by_limit, Ordering::Relaxed);
     NEXT_GC.store(g, Ordering::Relaxed);
     TRIGGER.store(pacer::trigger(live, g), Ordering::Relaxed);
-    GOAL_BASE.store(live, Ordering::Relaxed);
     g
 }
 /// Whether the memory limit (not GOGC) set the current goal: then an allocating thread waits
@@ -495,7 +498,12 @@ extern "C" fn timer(_: *mut libc::c_void) -> *mut libc::c_void {
         let seen = TIMER_WAKE.load(Ordering::Acquire);
         // Cleared before the cycle: a request made while it runs is kept for the next turn.
         if BG_REQUEST.swap(false, Ordering::AcqRel) {
-            cycle(Trigger::Heap);
+            // Not during a sweep: refills saw the goal before it began (it is set again when
+            // the sweep ends).
+            let sweeping = GC_HEAP.lock().sweeping();
+            if !sweeping {
+                cycle(Trigger::Heap);
+            }
             continue;
         }
         let period = FORCE_PERIOD_NS.load(Ordering::Relaxed);
@@ -584,6 +592,17 @@ pub struct GcStats {
     /// Bytes of grey objects that allocating threads scanned as mark assists (concurrent
     /// marking, with the heap past its goal), over all cycles.
     pub assist_bytes: u64,
+    /// CPU time of the concurrent marks' background markers (the collector's thread and the
+    /// mark workers, Go's dedicated and fractional workers) and of mark assists, and the wall
+    /// time of the concurrent marks (first pause's end to termination's start), over all
+    /// cycles. Background utilisation = `mark_background_cpu_ns / (mark_concurrent_ns * CPUs)`,
+    /// about 25% for cycles the pacer starts.
+    pub mark_background_cpu_ns: u64,
+    pub mark_assist_cpu_ns: u64,
+    /// CPU time of idle markers (mark workers that mark while a CPU is idle, Go's idle
+    /// workers), not counted in the background utilisation.
+    pub mark_idle_cpu_ns: u64,
+    pub mark_concurrent_ns: u64,
     /// Bytes of allocated GC slots (slot sizes), including the slots that threads' caches
     /// hold reserved (at most 8 KiB per size class and thread, as Go counts whole cached
     /// spans) and, during a sweep, the unreached objects of spans not yet swept; and bytes
@@ -611,6 +630,10 @@ impl GcStats {
         num_skipped: 0,
         sweep_total_ns: 0,
         assist_bytes: 0,
+        mark_background_cpu_ns: 0,
+        mark_assist_cpu_ns: 0,
+        mark_idle_cpu_ns: 0,
+        mark_concurrent_ns: 0,
         heap_live: 0,
         heap_spans: 0,
         next_gc: 0,
@@ -637,15 +660,9 @@ static STATS: Mutex<Totals> = Mutex::new(Totals {
     gc_cpu_ns: 0,
 });
 
-/// Mark workers besides the collector, while the world is stopped and (`background`) while
-/// the program runs: `GOMALLOC_GC_WORKERS` for both if set; else one fewer than the CPUs
-/// stopped (at most `mark::MAX_WORKERS`), and running, Go's 25% of the CPUs for the
-/// background mark (`floor(cpus / 4 + 1/2)` markers, the collector one of them), but at least
-/// two markers where there are two CPUs: the collector alone fell behind allocation on a
-/// loaded 2-CPU machine (tests/gc.rs in concurrent mode, two CPU hogs beside it: its pacing
-/// and memory-limit bounds failed in 2-3 runs of 6 with the collector alone, none of 6 with
-/// one worker).
-fn mark_workers(background: bool) -> usize {
+/// Mark workers besides the collector while the world is stopped: `GOMALLOC_GC_WORKERS` if
+/// set, else one fewer than the CPUs (at most `mark::MAX_WORKERS`).
+fn mark_workers() -> usize {
     static N: AtomicUsize = AtomicUsize::new(usize::MAX);
     static SET: AtomicBool = AtomicBool::new(false);
     let mut n = N.load(Ordering::Relaxed);
@@ -657,13 +674,39 @@ fn mark_workers(background: bool) -> usize {
             .min(mark::MAX_WORKERS);
         N.store(n, Ordering::Relaxed);
     }
-    if background && !SET.load(Ordering::Relaxed) {
-        let cpus = ncpu() as usize;
-        let markers = ((cpus + 2) / 4).max(2).min(cpus);
-        n.min(markers - 1)
+    if SET.load(Ordering::Relaxed) {
+        // Marks the program asked for: no fractional marker either.
+        n | WORKERS_SET
     } else {
         n
     }
+}
+
+/// Marked in `mark_workers`'s value when `GOMALLOC_GC_WORKERS` set it.
+const WORKERS_SET: usize = 1 << 16;
+
+/// The markers of a pacer- or timer-started concurrent mark: mark workers besides the
+/// collector, and how they run (`mark::Plan`). Go's 25% of the CPUs (`pacer::background_plan`:
+/// dedicated markers, the collector first, and maybe a fractional one), and every other
+/// worker as an idle marker, which marks only while a CPU is idle. `GOMALLOC_GC_WORKERS`, if
+/// set, gives the workers, all of them dedicated.
+fn background_markers() -> (usize, mark::Plan) {
+    let n = mark_workers();
+    if n & WORKERS_SET != 0 {
+        let plan = mark::Plan {
+            fraction: 0.0,
+            idle: 0,
+        };
+        return (n & !WORKERS_SET, plan);
+    }
+    let (dedicated, fraction) = pacer::background_plan(ncpu() as usize);
+    let markers = dedicated + (fraction > 0.0) as usize;
+    let background = markers.saturating_sub(1).min(n);
+    let plan = mark::Plan {
+        fraction,
+        idle: n - background,
+    };
+    (n, plan)
 }
 
 /// Online CPUs (at least 1), read once.
@@ -708,6 +751,9 @@ pub fn stats() -> GcStats {
         heap_spans: h.spans,
         next_gc: NEXT_GC.load(Ordering::Relaxed),
         assist_bytes: mark::assist_bytes(),
+        mark_background_cpu_ns: mark::cpu_totals().0,
+        mark_assist_cpu_ns: mark::cpu_totals().1,
+        mark_idle_cpu_ns: mark::cpu_totals().2,
         mallocs: h.nmalloc - cached,
         frees: h.nfree,
         ..t.s
@@ -744,6 +790,14 @@ struct Times {
     end: u64,
     threads: usize,
     concurrent: bool,
+    /// The GC heap at mark termination (Go's gctrace B), and the CPU time of the concurrent
+    /// mark's background markers and assists.
+    marked_heap: usize,
+    /// This cycle's goal (Go's gctrace goal).
+    goal: usize,
+    background_ns: u64,
+    assist_ns: u64,
+    idle_ns: u64,
 }
 
 impl Times {
@@ -861,21 +915,21 @@ fn shade_words(p: *const u8, len: usize) {
     }
 }
 
-/// One cycle (see the module docs for the steps): run here, or, for a pacer-started cycle
-/// with concurrent marking on, asked of the background thread.
+/// An allocation of `alloc` bytes (a refill's batch, or a large object) took the heap past
+/// the trigger: a cycle, asked of the background thread with concurrent marking on (the
+/// thread then assists the mark in progress, or waits for it past the hard limit), else run
+/// here.
 #[inline(never)]
-fn cycle(why: Trigger) {
-    let (sweeping, live) = if why == Trigger::Heap {
+fn over_trigger(alloc: usize) {
+    let (sweeping, live) = {
         let h = GC_HEAP.lock();
         (h.sweeping(), h.stats.live)
-    } else {
-        (false, 0)
     };
     if sweeping {
         // Refills saw the goal before the sweep began; it is set again when the sweep ends.
         return;
     }
-    if why == Trigger::Heap && CONCURRENT.load(Ordering::Relaxed) && !on_background_thread() {
+    if CONCURRENT.load(Ordering::Relaxed) && !on_background_thread() {
         let goal = NEXT_GC.load(Ordering::Relaxed);
         // The hard limit: 10% past the goal, or the goal itself when the memory limit set it.
         let slack = if LIMIT_SETS_GOAL.load(Ordering::Relaxed) {
@@ -883,11 +937,12 @@ fn cycle(why: Trigger) {
         } else {
             goal / 10
         };
-        if live < goal.saturating_add(slack) {
-            if live >= goal && mark::marking() {
-                // Past the goal with the mark still running: this thread helps it, in
-                // proportion to what it allocates (one call per refill past the trigger).
-                mark::assist(ASSIST_BYTES);
+        let hard = goal.saturating_add(slack);
+        if live < hard {
+            if mark::marking() {
+                // A mark runs: this thread pays for its allocation with scan work (Go's
+                // assists), so that the mark ends by the goal.
+                mark::assist_for(alloc, live, goal, hard);
             }
             if !BG_REQUEST.swap(true, Ordering::AcqRel) {
                 TIMER_WAKE.fetch_add(1, Ordering::Release);
@@ -896,8 +951,15 @@ fn cycle(why: Trigger) {
             return;
         }
         // Past the hard limit: the mark is not keeping up, so this thread waits for the
-        // cycle in progress (or runs one).
+        // cycle in progress (or runs one), which marks without pauses from now on.
+        mark::hurry(true);
     }
+    cycle(Trigger::Heap);
+}
+
+/// One cycle (see the module docs for the steps).
+#[inline(never)]
+fn cycle(why: Trigger) {
     let mut grey = CYCLE.lock();
     if CONCURRENT.load(Ordering::Relaxed) {
         concurrent_cycle(why, &mut grey);
@@ -1006,13 +1068,14 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
     }
     let start = crate::os::now_ns();
     let before = h.stats.live;
+    let goal = NEXT_GC.load(Ordering::Relaxed);
     // Everything that may take a lock or allocate happens before the world stops.
     let _ = roots::stack_top();
     let caches = cache::lock();
     let regions = roots::lock_regions();
     let segments = roots::list_statics();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
-    mark::ensure_workers(mark_workers(false));
+    mark::ensure_workers(mark_workers() & !WORKERS_SET);
     // The markers' pool: a thread may take its lock at any time (a thread-exit flush), so it
     // is held across the stop (no stopped thread holds it) and released for the mark.
     let pool = mark::lock_pool();
@@ -1034,7 +1097,7 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
             scan_malloc,
         };
         roots.scan(Pass::StopTheWorld, grey);
-        if mark::drain_with_workers(grey, usize::MAX) {
+        if mark::drain_with_workers(grey, usize::MAX, None) {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
         }
@@ -1058,6 +1121,11 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
         end: 0,
         threads,
         concurrent: false,
+        marked_heap: before,
+        goal,
+        background_ns: 0,
+        assist_ns: 0,
+        idle_ns: 0,
     };
     finish(h, t, before, why);
 }
@@ -1081,17 +1149,14 @@ fn finish(
     GC_HEAP_SPANS.store(h.stats.spans, Ordering::Relaxed);
     drop(h);
     // The goal may read the allocator's statistics (memory limit): outside `GC_HEAP`.
-    let next = set_goal(after);
+    set_goal(after);
     t.end = crate::os::now_ns();
     LAST_GC_NS.store(t.end, Ordering::Relaxed);
     let n = record(&t, why);
     if trace_on() {
-        print_trace(n, &t, before, after, next, why);
+        print_trace(n, &t, before, after, why);
     }
 }
-
-/// Bytes of grey objects a mark assist scans (about 8 per byte a refill reserves).
-const ASSIST_BYTES: usize = 64 << 10;
 
 /// Grey entries (the collector's and the pool's) up to which mark termination drains without
 /// the mark workers.
@@ -1138,14 +1203,25 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     if why == Trigger::Heap && h.stats.live < TRIGGER.load(Ordering::Relaxed) {
         return;
     }
-    let runway = NEXT_GC
-        .load(Ordering::Relaxed)
-        .saturating_sub(GOAL_BASE.load(Ordering::Relaxed));
     let start = crate::os::now_ns();
     let before = h.stats.live;
+    let goal = NEXT_GC.load(Ordering::Relaxed);
     let _ = roots::stack_top();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
-    mark::ensure_workers(mark_workers(false));
+    mark::ensure_workers(mark_workers() & !WORKERS_SET);
+    // A cycle the pacer or the timer started marks with 25% of the CPUs; one a thread waits
+    // for (`collect()`) with every worker (Go would give it the idle CPUs).
+    let (workers, plan) = if why == Trigger::User {
+        let plan = mark::Plan {
+            fraction: 0.0,
+            idle: 0,
+        };
+        (mark_workers() & !WORKERS_SET, plan)
+    } else {
+        background_markers()
+    };
+    mark::begin_mark(before);
+    let cpu0 = mark::cpu_totals();
     // Phase 1.
     let first = {
         let caches = cache::lock();
@@ -1184,6 +1260,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     };
     drop(h);
     if scan_malloc {
+        let t0 = crate::os::thread_cpu_ns();
         // Huge blocks a piece at a time, so that huge allocations and frees do not wait for
         // the whole scan (termination scans them again with the table locked).
         scan_malloc_spans(grey);
@@ -1191,19 +1268,33 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
             // SAFETY: a piece of a live huge block, mapped while `each_piece` holds the lock.
             unsafe { mark::scan_range(a, len, grey) }
         });
+        mark::add_background_cpu(crate::os::thread_cpu_ns().saturating_sub(t0));
     }
     // Phase 2.
     let mut overflow = false;
     for _ in 0..8 {
-        overflow |= mark::drain_with_workers(grey, mark_workers(true));
+        overflow |= mark::drain_with_workers(grey, workers, Some(plan));
         if mark::pool_len() == 0 {
             break;
         }
     }
     // Phase 3.
     let mut h = GC_HEAP.lock();
-    if why == Trigger::Heap {
-        pacer::record(h.stats.live.saturating_sub(before), runway);
+    let marked_heap = h.stats.live;
+    {
+        // The pacer's cons/mark ratio, from what the program allocated during the mark, the
+        // work the mark did and the CPU it took.
+        let cpu = mark::cpu_totals();
+        let wall = crate::os::now_ns().saturating_sub(resumed).max(1);
+        let all = wall as f64 * ncpu() as f64;
+        let u = ((cpu.0 - cpu0.0) + (cpu.1 - cpu0.1)) as f64 / all;
+        let idle = (cpu.2 - cpu0.2) as f64 / all;
+        pacer::record(
+            marked_heap.saturating_sub(before),
+            mark::scan_work(),
+            u,
+            idle,
+        );
     }
     let caches = cache::lock();
     let regions = roots::lock_regions();
@@ -1235,7 +1326,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         } else {
             0
         };
-        if mark::drain_with_workers(grey, helpers) | overflow | mark::take_conc_overflow() {
+        if mark::drain_with_workers(grey, helpers, None) | overflow | mark::take_conc_overflow() {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
         }
@@ -1264,6 +1355,8 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         h.clear_marks();
         return skipped(h);
     };
+    mark::end_mark();
+    let cpu1 = mark::cpu_totals();
     let t = Times {
         start,
         stopping,
@@ -1274,6 +1367,11 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         end: 0,
         threads,
         concurrent: true,
+        marked_heap,
+        goal,
+        background_ns: cpu1.0 - cpu0.0,
+        assist_ns: cpu1.1 - cpu0.1,
+        idle_ns: cpu1.2 - cpu0.2,
     };
     finish(h, t, before, why);
 }
@@ -1309,8 +1407,11 @@ fn record(t: &Times, why: Trigger) -> u64 {
     let pause = t.pause();
     let sweep = t.end - t.resumed2;
     let mut totals = STATS.lock();
-    totals.gc_cpu_ns += pause * ncpu() + sweep;
+    totals.gc_cpu_ns += pause * ncpu() + sweep + t.background_ns + t.assist_ns + t.idle_ns;
     let s = &mut totals.s;
+    if t.concurrent {
+        s.mark_concurrent_ns += t.stopping2 - t.resumed;
+    }
     let i = (s.num_gc % 256) as usize;
     s.num_gc += 1;
     s.num_forced_gc += (why == Trigger::User) as u64;
@@ -1367,13 +1468,16 @@ fn ms(l: &mut crate::diag::Line, ns: u64) {
 }
 
 /// One line in the form of Go's gctrace:
-/// `gc N @Ts P%: S+0+M ms clock, S+0/0/0+M ms cpu, A->B->C MB, G MB goal, 0 MB stacks,
+/// `gc N @Ts P%: S+C+M ms clock, S*P+a/b/0+M*P ms cpu, A->B->C MB, G MB goal, 0 MB stacks,
 /// 0 MB globals, N P (forced)`. A stop-the-world cycle reports its mark as mark termination
 /// (M, from the stop request to the resume) after the time to stop the threads (S), with 0
 /// for the concurrent mark; a concurrent cycle its first pause (S), its concurrent mark (C)
-/// and its termination (M). The sweep is not in the line (as in Go). P% is the GC CPU
-/// fraction since the first GC call; N P the CPUs.
-fn print_trace(n: u64, t: &Times, before: usize, after: usize, goal: usize, why: Trigger) {
+/// and its termination (M). CPU: the pauses count for every CPU (times P), then the CPU time
+/// of mark assists (a) and of the background markers (b) during the concurrent mark, and no
+/// idle marking. A, B, C: the GC heap when the cycle started, at mark termination, and what
+/// the mark kept; G this cycle's goal. The sweep is not in the line (as in Go). P% is the GC
+/// CPU fraction since the first GC call; N P the CPUs.
+fn print_trace(n: u64, t: &Times, before: usize, after: usize, why: Trigger) {
     let frac = (stats().gc_cpu_fraction * 100.0) as u64;
     let since = t.start.saturating_sub(START_NS.load(Ordering::Relaxed));
     // Stop-the-world: time to stop, 0, the mark. Concurrent: the first pause, the concurrent
@@ -1402,19 +1506,25 @@ fn print_trace(n: u64, t: &Times, before: usize, after: usize, goal: usize, why:
     ms(&mut l, conc);
     l.str("+");
     ms(&mut l, mark);
+    // CPU: the pauses hold every CPU; in between, the assists' and the background markers'
+    // thread CPU time (no idle marking: 0).
     l.str(" ms clock, ");
-    ms(&mut l, stop);
-    l.str("+0/");
-    ms(&mut l, conc);
-    l.str("/0+");
-    ms(&mut l, mark);
+    ms(&mut l, stop * ncpu());
+    l.str("+");
+    ms(&mut l, t.assist_ns);
+    l.str("/");
+    ms(&mut l, t.background_ns);
+    l.str("/");
+    ms(&mut l, t.idle_ns);
+    l.str("+");
+    ms(&mut l, mark * ncpu());
     l.str(" ms cpu, ");
     l.dec((before >> 20) as u64)
         .str("->")
-        .dec((before >> 20) as u64)
+        .dec((t.marked_heap >> 20) as u64)
         .str("->");
     l.dec((after >> 20) as u64).str(" MB, ");
-    l.dec((goal.min(usize::MAX >> 1) >> 20) as u64)
+    l.dec((t.goal.min(usize::MAX >> 1) >> 20) as u64)
         .str(" MB goal, 0 MB stacks, 0 MB globals, ")
         .dec(ncpu())
         .str(" P");
