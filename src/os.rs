@@ -76,6 +76,31 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CPUs this process may run on (its affinity mask; the online CPUs if that cannot be read),
+/// at least 1, read once.
+#[cfg(feature = "gc")]
+pub fn cpus() -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.load(Ordering::Relaxed);
+    if n != 0 {
+        return n;
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its
+    // size; sysconf has no preconditions.
+    let n = unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            libc::CPU_COUNT(&set) as usize
+        } else {
+            libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize
+        }
+    }
+    .max(1);
+    N.store(n, Ordering::Relaxed);
+    n
+}
+
 /// Tasks runnable on the whole machine now, the caller included (the fourth field of
 /// `/proc/loadavg`, `R/T`), or None if it cannot be read.
 #[cfg(feature = "gc")]

@@ -244,7 +244,10 @@ fn drain_sharing(grey: &mut GreyStack, share: bool, mut duty: Option<&mut Duty>)
         unsafe { scan_range(start, n, grey) };
         scans = scans.wrapping_add(1);
         if share && scans % 64 == 0 {
-            if grey.len() > 64 && POOL_LEN.load(Ordering::Relaxed) < 256 {
+            // Keep the pool stocked for idle markers and for assists (a marker that loses its
+            // CPU holds no more than half of what is grey).
+            let pool = POOL_LEN.load(Ordering::Relaxed);
+            if (grey.len() > 64 && pool < 256) || (grey.len() > 1 && pool == 0) {
                 give(grey);
             }
             flush_work(grey);
@@ -352,16 +355,17 @@ static IDLE_CPU_NS: AtomicU64 = AtomicU64::new(0);
 /// markers (see [`Plan`]).
 static BG_DRAIN: AtomicBool = AtomicBool::new(false);
 static FRACTION_PPM: AtomicU32 = AtomicU32::new(0);
-static IDLE_MARKERS: AtomicUsize = AtomicUsize::new(0);
+static PLAN_WORKERS: AtomicUsize = AtomicUsize::new(0);
 
-/// How a background drain's markers run (Go's worker modes): the collector and the workers
-/// are dedicated, except the `idle` last participants, idle markers (Go's idle workers: they
-/// mark only while the machine has an idle CPU), and, if `fraction > 0`, the participant just
-/// before them, the fractional marker (Go's fractional worker: `fraction` of one CPU).
+/// How a background drain's markers run (Go's worker modes): the collector and the first
+/// `workers` workers are dedicated, except that, if `fraction > 0`, the last of them (the
+/// collector if `workers == 0`) is the fractional marker (Go's fractional worker: `fraction`
+/// of one CPU); the workers after them are idle markers (Go's idle workers: they mark only
+/// while the machine has an idle CPU).
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
     pub fraction: f64,
-    pub idle: usize,
+    pub workers: usize,
 }
 /// Set while a thread waits for the cycle (at the hard limit): the fractional marker then
 /// marks without pauses.
@@ -377,12 +381,12 @@ pub fn begin_mark(live: usize) {
     EXPECTED.store(if last == 0 { live } else { last }, Ordering::Relaxed);
     SCAN_WORK.store(0, Ordering::Relaxed);
     BG_CREDIT.store(0, Ordering::Relaxed);
-    HURRY.store(false, Ordering::Relaxed);
     MARK_GEN.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Ends a completed mark's accounting: its scan work is the next one's estimate.
 pub fn end_mark() {
+    HURRY.store(false, Ordering::Relaxed);
     let work = SCAN_WORK.load(Ordering::Relaxed).max(1);
     LAST_WORK.store(work, Ordering::Relaxed);
     super::pacer::set_expected_work(work);
@@ -393,9 +397,15 @@ pub fn scan_work() -> usize {
     SCAN_WORK.load(Ordering::Relaxed)
 }
 
-/// Sets or clears the hurry flag (see `HURRY`).
+/// Sets or clears the hurry flag (see `HURRY`): set by a thread that waits for the cycle,
+/// cleared when a mark ends or is given up.
 pub fn hurry(on: bool) {
     HURRY.store(on, Ordering::Relaxed);
+}
+
+/// Whether a thread waits for the cycle.
+pub fn hurried() -> bool {
+    HURRY.load(Ordering::Relaxed)
 }
 
 /// CPU time of background marking (dedicated and fractional markers), of assists and of
@@ -468,7 +478,7 @@ impl Duty {
             return 0;
         }
         if self.idle() {
-            let busy = os::runnable_tasks().is_none_or(|r| r > ncpu());
+            let busy = os::runnable_tasks().is_none_or(|r| r > os::cpus());
             self.next_check = now + IDLE_CHECK_NS;
             return if busy { IDLE_CHECK_NS } else { 0 };
         }
@@ -508,19 +518,6 @@ impl Duty {
 
 /// How often an idle marker looks whether the machine is busy.
 const IDLE_CHECK_NS: u64 = 1_000_000;
-
-/// Online CPUs (at least 1), read once.
-fn ncpu() -> usize {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.load(Ordering::Relaxed);
-    if n != 0 {
-        return n;
-    }
-    // SAFETY: sysconf has no preconditions.
-    let n = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize;
-    N.store(n, Ordering::Relaxed);
-    n
-}
 
 /// Whether a concurrent mark runs: stores into GC objects and new objects must be shaded.
 #[inline(always)]
@@ -573,8 +570,9 @@ const ASSIST_PIECE: usize = 128 << 10;
 /// Bytes scanned by mark assists, over all cycles.
 static ASSISTED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// A mark assist (Go's): a thread that allocates past the goal while a concurrent mark runs
-/// scans up to `budget` bytes of grey objects from the markers' pool. All of it happens under
+/// A mark assist (Go's): a thread that owes scan work for what it allocated during a
+/// concurrent mark (`assist_for`) scans up to `budget` bytes of grey objects from the
+/// markers' pool. All of it happens under
 /// the pool's lock, with `MARKING` checked under it (as in [`mark_into_pool`]): no mark bit is
 /// set once the mark has ended, and mark termination, which takes the lock before it stops
 /// the world, never finds a thread stopped halfway through an assist. Returns the bytes
@@ -737,19 +735,19 @@ fn take(grey: &mut GreyStack) -> bool {
 }
 
 /// One marker's part of a parallel mark: drains its own stack, helps from the pool, and
-/// returns once no marker has anything left. Participant `me` (0: the collector, `k`: worker
-/// `k - 1`) of `n` is the fractional marker of a background drain if it is the last one and
-/// the drain has one: it then pauses whenever it is past its share of the time, its grey
-/// objects left in the pool for the others and for assists.
+/// returns once no marker has anything left. In a background drain, participant `me` (0: the
+/// collector, `k`: worker `k - 1`) of `0..=n` runs as the [`Plan`] says: a fractional or idle
+/// marker pauses whenever its `Duty` says so, its grey objects left in the pool for the
+/// others and for assists, and sleeps rather than spins while it waits for the drain's end.
 fn drain_parallel(grey: &mut GreyStack, me: usize, n: usize) {
     let background = BG_DRAIN.load(Ordering::Relaxed);
     let cpu0 = if background { os::thread_cpu_ns() } else { 0 };
     let frac = FRACTION_PPM.load(Ordering::Relaxed);
-    let idle = IDLE_MARKERS.load(Ordering::Relaxed).min(n);
-    let is_idle = background && me > n - idle;
+    let planned = PLAN_WORKERS.load(Ordering::Relaxed).min(n);
+    let is_idle = background && me > planned;
     let mut duty = if is_idle {
         Some(Duty::new(0.0))
-    } else if background && me == n - idle && frac != 0 {
+    } else if background && me == planned && frac != 0 {
         Some(Duty::new(f64::from(frac) / 1e6))
     } else {
         None
@@ -789,6 +787,11 @@ fn drain_parallel(grey: &mut GreyStack, me: usize, n: usize) {
                     }
                 }
                 return;
+            }
+            if duty.is_some() {
+                // A fractional or idle marker waits without taking a CPU.
+                os::sleep_ns(50_000);
+                continue;
             }
             core::hint::spin_loop();
             // SAFETY: sched_yield has no memory effects.
@@ -857,14 +860,14 @@ pub fn drain_with_workers(grey: &mut GreyStack, max: usize, background: Option<P
     BG_DRAIN.store(background.is_some(), Ordering::Relaxed);
     let plan = background.unwrap_or(Plan {
         fraction: 0.0,
-        idle: 0,
+        workers: n,
     });
     let frac = plan.fraction.clamp(0.0, 1.0);
     FRACTION_PPM.store(
         if frac < 1.0 { (frac * 1e6) as u32 } else { 0 },
         Ordering::Relaxed,
     );
-    IDLE_MARKERS.store(plan.idle, Ordering::Relaxed);
+    PLAN_WORKERS.store(plan.workers, Ordering::Relaxed);
     if n == 0 && background.is_some() {
         // The collector alone, maybe fractional: as a participant, so that it pauses.
         let r = drain_with(grey, 0);
@@ -879,6 +882,7 @@ pub fn drain_with_workers(grey: &mut GreyStack, max: usize, background: Option<P
                 break;
             }
         }
+        flush_work(grey);
         return core::mem::take(&mut grey.overflowed) | OVERFLOWED.swap(false, Ordering::Relaxed);
     }
     let r = drain_with(grey, n);

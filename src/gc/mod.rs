@@ -579,7 +579,9 @@ pub struct GcStats {
     /// When the last cycle ended (Unix ns; 0 before the first), Go's LastGC.
     pub last_gc: u64,
     /// The share of the CPU time available since the first GC call that collection used (Go's
-    /// GCCPUFraction): pauses count for every CPU (all threads wait), sweeping for one.
+    /// GCCPUFraction): pauses count for every CPU (all threads wait), sweeping for one, and the
+    /// concurrent marks' background markers and assists for their thread CPU time (idle
+    /// markers not: they used CPUs the program did not want, as in Go).
     pub gc_cpu_fraction: f64,
     /// Threads stopped by the last cycle (the collector's own not counted).
     pub last_stopped_threads: u64,
@@ -590,7 +592,7 @@ pub struct GcStats {
     /// Total time spent sweeping, after the world resumed (not in the pauses or in gctrace).
     pub sweep_total_ns: u64,
     /// Bytes of grey objects that allocating threads scanned as mark assists (concurrent
-    /// marking, with the heap past its goal), over all cycles.
+    /// marking: in proportion to what they allocated during a mark), over all cycles.
     pub assist_bytes: u64,
     /// CPU time of the concurrent marks' background markers (the collector's thread and the
     /// mark workers, Go's dedicated and fractional workers) and of mark assists, and the wall
@@ -693,33 +695,25 @@ const WORKERS_SET: usize = 1 << 16;
 fn background_markers() -> (usize, mark::Plan) {
     let n = mark_workers();
     if n & WORKERS_SET != 0 {
+        let n = n & !WORKERS_SET;
         let plan = mark::Plan {
             fraction: 0.0,
-            idle: 0,
+            workers: n,
         };
-        return (n & !WORKERS_SET, plan);
+        return (n, plan);
     }
     let (dedicated, fraction) = pacer::background_plan(ncpu() as usize);
     let markers = dedicated + (fraction > 0.0) as usize;
-    let background = markers.saturating_sub(1).min(n);
     let plan = mark::Plan {
         fraction,
-        idle: n - background,
+        workers: markers.saturating_sub(1).min(n),
     };
     (n, plan)
 }
 
 /// Online CPUs (at least 1), read once.
 fn ncpu() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.load(Ordering::Relaxed);
-    if n != 0 {
-        return n;
-    }
-    // SAFETY: sysconf has no preconditions.
-    let n = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as u64;
-    N.store(n, Ordering::Relaxed);
-    n
+    crate::os::cpus() as u64
 }
 
 fn unix_ns() -> u64 {
@@ -740,6 +734,7 @@ pub fn stats() -> GcStats {
         (g.stats, cached)
     };
     let t = STATS.lock();
+    let mark_cpu = mark::cpu_totals();
     let elapsed = crate::os::now_ns().saturating_sub(START_NS.load(Ordering::Relaxed));
     GcStats {
         gc_cpu_fraction: if STARTED.load(Ordering::Relaxed) && elapsed > 0 {
@@ -751,9 +746,9 @@ pub fn stats() -> GcStats {
         heap_spans: h.spans,
         next_gc: NEXT_GC.load(Ordering::Relaxed),
         assist_bytes: mark::assist_bytes(),
-        mark_background_cpu_ns: mark::cpu_totals().0,
-        mark_assist_cpu_ns: mark::cpu_totals().1,
-        mark_idle_cpu_ns: mark::cpu_totals().2,
+        mark_background_cpu_ns: mark_cpu.0,
+        mark_assist_cpu_ns: mark_cpu.1,
+        mark_idle_cpu_ns: mark_cpu.2,
         mallocs: h.nmalloc - cached,
         frees: h.nfree,
         ..t.s
@@ -1050,6 +1045,7 @@ fn scan_thread_roots(
 /// After a skipped cycle: nothing may be swept; the next automatic try waits until the heap
 /// has grown by GOGC again.
 fn skipped(h: crate::sync::MutexGuard<'static, heap::GcHeap>) {
+    mark::hurry(false);
     let live = h.stats.live;
     drop(h);
     set_goal(live);
@@ -1209,14 +1205,18 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     let _ = roots::stack_top();
     let scan_malloc = SCAN_MALLOC.load(Ordering::Relaxed);
     mark::ensure_workers(mark_workers() & !WORKERS_SET);
-    // A cycle the pacer or the timer started marks with 25% of the CPUs; one a thread waits
-    // for (`collect()`) with every worker (Go would give it the idle CPUs).
-    let (workers, plan) = if why == Trigger::User {
+    // A cycle the pacer or the timer started marks with 25% of the CPUs. One a thread waits
+    // for (`collect()`, or an allocation at the hard limit) marks with every worker (Go would
+    // give it the idle CPUs), and so does one whose goal the memory limit set: the heap must
+    // not pass it, and a slow mark keeps more floating garbage.
+    let full = why == Trigger::User || mark::hurried() || LIMIT_SETS_GOAL.load(Ordering::Relaxed);
+    let (workers, plan) = if full {
+        let n = mark_workers() & !WORKERS_SET;
         let plan = mark::Plan {
             fraction: 0.0,
-            idle: 0,
+            workers: n,
         };
-        (mark_workers() & !WORKERS_SET, plan)
+        (n, plan)
     } else {
         background_markers()
     };
@@ -1281,9 +1281,10 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     // Phase 3.
     let mut h = GC_HEAP.lock();
     let marked_heap = h.stats.live;
-    {
+    if why != Trigger::User {
         // The pacer's cons/mark ratio, from what the program allocated during the mark, the
-        // work the mark did and the CPU it took.
+        // work the mark did and the CPU it took (not for `collect()`, whose mark uses every
+        // worker).
         let cpu = mark::cpu_totals();
         let wall = crate::os::now_ns().saturating_sub(resumed).max(1);
         let all = wall as f64 * ncpu() as f64;
@@ -1407,7 +1408,8 @@ fn record(t: &Times, why: Trigger) -> u64 {
     let pause = t.pause();
     let sweep = t.end - t.resumed2;
     let mut totals = STATS.lock();
-    totals.gc_cpu_ns += pause * ncpu() + sweep + t.background_ns + t.assist_ns + t.idle_ns;
+    // Idle marking is not counted (as in Go): it used CPUs the program did not want.
+    totals.gc_cpu_ns += pause * ncpu() + sweep + t.background_ns + t.assist_ns;
     let s = &mut totals.s;
     if t.concurrent {
         s.mark_concurrent_ns += t.stopping2 - t.resumed;
@@ -1468,13 +1470,13 @@ fn ms(l: &mut crate::diag::Line, ns: u64) {
 }
 
 /// One line in the form of Go's gctrace:
-/// `gc N @Ts P%: S+C+M ms clock, S*P+a/b/0+M*P ms cpu, A->B->C MB, G MB goal, 0 MB stacks,
+/// `gc N @Ts P%: S+C+M ms clock, S*P+a/b/i+M*P ms cpu, A->B->C MB, G MB goal, 0 MB stacks,
 /// 0 MB globals, N P (forced)`. A stop-the-world cycle reports its mark as mark termination
 /// (M, from the stop request to the resume) after the time to stop the threads (S), with 0
 /// for the concurrent mark; a concurrent cycle its first pause (S), its concurrent mark (C)
 /// and its termination (M). CPU: the pauses count for every CPU (times P), then the CPU time
-/// of mark assists (a) and of the background markers (b) during the concurrent mark, and no
-/// idle marking. A, B, C: the GC heap when the cycle started, at mark termination, and what
+/// of mark assists (a), of the background markers (b) and of the idle markers (i) during the
+/// concurrent mark. A, B, C: the GC heap when the cycle started, at mark termination, and what
 /// the mark kept; G this cycle's goal. The sweep is not in the line (as in Go). P% is the GC
 /// CPU fraction since the first GC call; N P the CPUs.
 fn print_trace(n: u64, t: &Times, before: usize, after: usize, why: Trigger) {
@@ -1506,8 +1508,8 @@ fn print_trace(n: u64, t: &Times, before: usize, after: usize, why: Trigger) {
     ms(&mut l, conc);
     l.str("+");
     ms(&mut l, mark);
-    // CPU: the pauses hold every CPU; in between, the assists' and the background markers'
-    // thread CPU time (no idle marking: 0).
+    // CPU: the pauses hold every CPU; in between, the thread CPU time of the assists, the
+    // background markers and the idle markers.
     l.str(" ms clock, ");
     ms(&mut l, stop * ncpu());
     l.str("+");

@@ -6,7 +6,8 @@
 //! alone (25% of the CPUs, [`background_plan`]) ends as the heap reaches its goal. A
 //! stop-the-world cycle starts at the goal itself (nothing is allocated during its mark).
 //!
-//! After each pacer-started concurrent cycle, [`record`] measures the cons/mark ratio: bytes
+//! After each concurrent cycle but those of `collect()` (which mark with every worker),
+//! [`record`] measures the cons/mark ratio: bytes
 //! allocated during the mark per byte scanned, scaled by the CPU the mark took (background
 //! markers and assists) against what the program had (Go's currentConsMark), and averages it
 //! with the last. The next trigger leaves the room the program will allocate while the
@@ -126,12 +127,13 @@ pub fn background_plan(cpus: usize) -> (usize, f64) {
 /// mark started. Returns 0 while it may go on, else how long it should pause: until its share
 /// is back at `fraction`, and at least `min_pause` (a pause is a sleep: shorter ones would
 /// cost more than they give back). The accounting is cumulative, so a long pause is made up
-/// by a longer run after it.
+/// by a longer run after it. The marker starts with the share of one least pause in hand
+/// (`min_pause * fraction`), so that a small mark ends without a pause.
 pub fn fractional_pause(run: u64, elapsed: u64, fraction: f64, min_pause: u64) -> u64 {
     if fraction <= 0.0 || fraction >= 1.0 {
         return 0;
     }
-    if (run as f64) <= elapsed as f64 * fraction {
+    if (run as f64) <= (elapsed + min_pause) as f64 * fraction {
         return 0;
     }
     // Pause until run / (elapsed + pause) = fraction.
@@ -351,11 +353,20 @@ mod tests {
                 "fraction {f}: ran {share:.3} of the time"
             );
         }
-        assert_eq!(fractional_pause(5, 10, 0.5, 1000), 0);
         assert_eq!(
-            fractional_pause(6, 10, 0.5, 1000),
-            1000,
-            "at least the least pause"
+            fractional_pause(505, 10, 0.5, 1000),
+            0,
+            "a small mark runs through"
+        );
+        assert_eq!(
+            fractional_pause(506, 10, 0.5, 1000),
+            1002,
+            "past it: until back at its share"
+        );
+        assert_eq!(
+            fractional_pause(30, 10, 0.5, 1),
+            50,
+            "until back at its share"
         );
         assert_eq!(
             fractional_pause(3000, 1000, 0.5, 10),
