@@ -17,7 +17,8 @@
 //! minutes and runs the pacer's concurrent cycles, the fork handlers of the collector's locks,
 //! and the statistics of cycles. `heap` owns the GC spans and bitmaps, `mark` the grey stack,
 //! the scan and the markers' pool, `cache` the threads' slot caches and barrier buffers,
-//! `pacer` the trigger, the background mark's plan and the assist ratio, `roots` the root regions, `stw` the stopping of threads.
+//! `pacer` the trigger, the background mark's plan and the assist ratio, `roots` the root
+//! regions, `stw` the stopping of threads.
 //!
 //! Two kinds of cycle. By default every cycle stops the world for its whole mark (below). With
 //! [`set_concurrent`] (an `unsafe` promise that every pointer store into a GC object goes
