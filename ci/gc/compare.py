@@ -125,8 +125,9 @@ for case in cases:
 print(f"\ngomalloc's cycles (median of {a.reps}); from gctrace, summed over cycles (ms): S = "
       f"time to stop the threads (stop-the-world) or the first pause (concurrent), C = "
       f"concurrent mark, M = stopped-world mark or mark termination; pause % = (S + M) / wall;\n"
-      f"GC CPU % = GcStats::gc_cpu_fraction (pauses x CPUs + the sweep, which runs after the "
-      f"world resumes and is not in gctrace, over elapsed x CPUs); threaded = cycles completed "
+      f"GC CPU % = GcStats::gc_cpu_fraction (pauses x CPUs, the concurrent marks' background "
+      f"markers and assists, and the sweep, which runs after the world resumes and is not in "
+      f"gctrace, over elapsed x CPUs); threaded = cycles completed "
       f"while the --threads workers ran")
 row(["case", "wall ms", "cycles", "threaded", "S ms", "C ms", "M ms", "pause %", "GC CPU %"], 36)
 rule(9)

@@ -1,0 +1,172 @@
+//! Model: the parallel markers' termination protocol (`gc::mark::drain_parallel`), with a
+//! marker that pauses (Go's fractional or idle worker: `mark::Duty`).
+//!
+//! The protocol, as in `mark.rs`: each marker drains its own grey stack, keeps the shared pool
+//! stocked (half of its stack when the pool is empty), takes from the pool when its stack is
+//! empty, and otherwise leaves `ACTIVE`; an idle marker re-enters `ACTIVE` *before* it takes
+//! from the pool, and returns once it reads `ACTIVE == 0` and then an empty pool. A pausing
+//! marker first gives its whole stack to the pool, then leaves `ACTIVE`, pauses, and comes back
+//! through the idle loop.
+//!
+//! What it proves, for every interleaving loom explores (two markers, a five-object graph):
+//! every marker returns with an empty stack, and once both have (the collector waits for its
+//! workers' `DONE` before it goes on), every reachable object was scanned exactly once and
+//! nothing is left in the pool. (A marker may return while another still holds grey objects:
+//! the one holding them scans them before it returns.) The broken variant, a pausing marker
+//! that gives its stack to the pool but does not leave `ACTIVE` (and so counts itself twice
+//! when it re-enters from the idle loop), never lets `ACTIVE` reach 0: the markers spin
+//! forever, which loom reports.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+
+/// Objects 0..5: 0 -> {1, 2}, 1 -> {3}, 2 -> {4}.
+const NOBJ: usize = 5;
+fn children(o: usize) -> &'static [usize] {
+    match o {
+        0 => &[1, 2],
+        1 => &[3],
+        2 => &[4],
+        _ => &[],
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Correct,
+    /// The pausing marker does not leave `ACTIVE`.
+    PauseStaysActive,
+}
+
+struct Markers {
+    v: Variant,
+    marked: [AtomicBool; NOBJ],
+    scanned: [AtomicUsize; NOBJ],
+    pool: Mutex<Vec<usize>>,
+    pool_len: AtomicUsize,
+    active: AtomicUsize,
+}
+
+impl Markers {
+    fn new(v: Variant) -> Markers {
+        Markers {
+            v,
+            marked: core::array::from_fn(|_| AtomicBool::new(false)),
+            scanned: core::array::from_fn(|_| AtomicUsize::new(0)),
+            pool: Mutex::new(Vec::new()),
+            pool_len: AtomicUsize::new(0),
+            active: AtomicUsize::new(2),
+        }
+    }
+
+    /// Scans a grey object: marks its children and queues them.
+    fn scan(&self, o: usize, grey: &mut Vec<usize>) {
+        self.scanned[o].fetch_add(1, Ordering::Relaxed);
+        for &c in children(o) {
+            if !self.marked[c].swap(true, Ordering::AcqRel) {
+                grey.push(c);
+            }
+        }
+    }
+
+    fn give(&self, grey: &mut Vec<usize>, n: usize) {
+        let mut pool = self.pool.lock().unwrap();
+        for _ in 0..n {
+            match grey.pop() {
+                Some(o) => pool.push(o),
+                None => break,
+            }
+        }
+        self.pool_len.store(pool.len(), Ordering::Release);
+    }
+
+    fn take(&self, grey: &mut Vec<usize>) -> bool {
+        let mut pool = self.pool.lock().unwrap();
+        let got = !pool.is_empty();
+        grey.append(&mut pool);
+        self.pool_len.store(0, Ordering::Release);
+        got
+    }
+
+    /// One marker: `pauses` once, after its first scan.
+    fn run(&self, mut grey: Vec<usize>, pauses: bool) {
+        let mut paused = !pauses;
+        loop {
+            // Drain, keeping the pool stocked; maybe pause.
+            let mut preempted = false;
+            while let Some(o) = grey.pop() {
+                self.scan(o, &mut grey);
+                if grey.len() > 1 && self.pool_len.load(Ordering::Relaxed) == 0 {
+                    let half = grey.len() / 2;
+                    self.give(&mut grey, half);
+                }
+                if !paused {
+                    paused = true;
+                    preempted = true;
+                    break;
+                }
+            }
+            if preempted {
+                let n = grey.len();
+                self.give(&mut grey, n);
+                if self.v != Variant::PauseStaysActive {
+                    self.active.fetch_sub(1, Ordering::AcqRel);
+                }
+                thread::yield_now(); // the pause
+            } else {
+                if self.take(&mut grey) {
+                    continue;
+                }
+                self.active.fetch_sub(1, Ordering::AcqRel);
+            }
+            // The idle loop.
+            loop {
+                if self.pool_len.load(Ordering::Acquire) > 0 {
+                    self.active.fetch_add(1, Ordering::AcqRel);
+                    if self.take(&mut grey) {
+                        break;
+                    }
+                    self.active.fetch_sub(1, Ordering::AcqRel);
+                }
+                if self.active.load(Ordering::Acquire) == 0
+                    && self.pool_len.load(Ordering::Acquire) == 0
+                {
+                    assert!(grey.is_empty());
+                    return;
+                }
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+fn model(v: Variant) {
+    loom::model(move || {
+        let m = Arc::new(Markers::new(v));
+        m.marked[0].store(true, Ordering::Relaxed);
+        // The collector starts with the root and gives nothing yet; the worker starts empty.
+        let w = {
+            let m = m.clone();
+            thread::spawn(move || m.run(Vec::new(), true))
+        };
+        m.run(vec![0], false);
+        w.join().unwrap();
+        for o in 0..NOBJ {
+            assert_eq!(m.scanned[o].load(Ordering::Relaxed), 1, "object {o}");
+        }
+        assert!(m.pool.lock().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn markers_end_together_with_a_pausing_marker() {
+    model(Variant::Correct);
+}
+
+#[test]
+#[should_panic]
+fn broken_pausing_marker_stays_active() {
+    model(Variant::PauseStaysActive);
+}
