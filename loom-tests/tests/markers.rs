@@ -142,8 +142,12 @@ impl Markers {
     }
 }
 
+/// Interleavings explored (a plain counter, outside the model).
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn model(v: Variant) {
     loom::model(move || {
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let m = Arc::new(Markers::new(v));
         m.marked[0].store(true, Ordering::Relaxed);
         // The collector starts with the root and gives nothing yet; the worker starts empty.
@@ -163,10 +167,13 @@ fn model(v: Variant) {
 #[test]
 fn markers_end_together_with_a_pausing_marker() {
     model(Variant::Correct);
+    let runs = RUNS.load(std::sync::atomic::Ordering::Relaxed);
+    println!("markers: {runs} interleavings");
+    assert!(runs > 100, "only {runs} interleavings explored");
 }
 
 #[test]
-#[should_panic]
+#[should_panic(expected = "maximum number of branches")]
 fn broken_pausing_marker_stays_active() {
     model(Variant::PauseStaysActive);
 }
