@@ -483,7 +483,16 @@ mod run {
         );
         // The background mark's share of the CPUs during the concurrent marks (Go's 25%), and
         // what assists and idle markers added.
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        // The CPUs the collector plans with: the affinity mask (not a cgroup quota).
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by sched_getaffinity.
+        let cpus = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                libc::CPU_COUNT(&set).max(1) as f64
+            } else {
+                1.0
+            }
+        };
         let wall = (after.mark_concurrent_ns - before.mark_concurrent_ns) as f64 * cpus;
         let share = |a: u64, b: u64| (a - b) as f64 / wall;
         let bg = share(after.mark_background_cpu_ns, before.mark_background_cpu_ns);

@@ -356,6 +356,10 @@ static IDLE_CPU_NS: AtomicU64 = AtomicU64::new(0);
 static BG_DRAIN: AtomicBool = AtomicBool::new(false);
 static FRACTION_PPM: AtomicU32 = AtomicU32::new(0);
 static PLAN_WORKERS: AtomicUsize = AtomicUsize::new(0);
+/// Set by the first marker that sees a drain's end (`ACTIVE == 0`, then an empty pool): the
+/// others return from their idle loops and pauses then, even if mutators' flushes have put
+/// objects in the pool since (the collector's later drains and mark termination take those).
+static DRAIN_END: AtomicBool = AtomicBool::new(false);
 
 /// How a background drain's markers run (Go's worker modes): the collector and the first
 /// `workers` workers are dedicated, except that, if `fraction > 0`, the last of them (the
@@ -491,7 +495,7 @@ impl Duty {
     }
 
     /// Pauses (the marker holds no grey object and is outside `ACTIVE`), in slices of at most
-    /// 1 ms, ending early when a thread hurries the mark or the drain has ended.
+    /// 250 us, ending early when a thread hurries the mark or the drain has ended.
     fn pause(&mut self) {
         let owed = if self.idle() {
             IDLE_CHECK_NS
@@ -503,11 +507,12 @@ impl Duty {
             let t = os::now_ns();
             if t >= until
                 || HURRY.load(Ordering::Relaxed)
+                || DRAIN_END.load(Ordering::Acquire)
                 || (ACTIVE.load(Ordering::Acquire) == 0 && POOL_LEN.load(Ordering::Acquire) == 0)
             {
                 break;
             }
-            os::sleep_ns((until - t).min(1_000_000));
+            os::sleep_ns((until - t).min(250_000));
         }
         if self.idle() {
             // Look again at the next check.
@@ -766,14 +771,18 @@ fn drain_parallel(grey: &mut GreyStack, me: usize, n: usize) {
             ACTIVE.fetch_sub(1, Ordering::AcqRel);
         }
         loop {
-            if POOL_LEN.load(Ordering::Acquire) > 0 {
+            let ended = DRAIN_END.load(Ordering::Acquire);
+            if !ended && POOL_LEN.load(Ordering::Acquire) > 0 {
                 ACTIVE.fetch_add(1, Ordering::AcqRel);
                 if take(grey) {
                     break;
                 }
                 ACTIVE.fetch_sub(1, Ordering::AcqRel);
             }
-            if ACTIVE.load(Ordering::Acquire) == 0 && POOL_LEN.load(Ordering::Acquire) == 0 {
+            if ended
+                || (ACTIVE.load(Ordering::Acquire) == 0 && POOL_LEN.load(Ordering::Acquire) == 0)
+            {
+                DRAIN_END.store(true, Ordering::Release);
                 if grey.overflowed {
                     OVERFLOWED.store(true, Ordering::Relaxed);
                     grey.overflowed = false;
@@ -894,6 +903,7 @@ pub fn drain_with_workers(grey: &mut GreyStack, max: usize, background: Option<P
 fn drain_with(grey: &mut GreyStack, n: usize) -> bool {
     OVERFLOWED.store(false, Ordering::Relaxed);
     DONE.store(0, Ordering::Relaxed);
+    DRAIN_END.store(false, Ordering::Relaxed);
     ACTIVE.store(n + 1, Ordering::Release);
     // Start with half the roots in the pool, so the workers have work from the first moment.
     if grey.len() > 1 {
@@ -906,10 +916,17 @@ fn drain_with(grey: &mut GreyStack, n: usize) -> bool {
         crate::sync::futex_wake_all(&WORK_GEN);
     }
     drain_parallel(grey, 0, n);
+    // The workers see the end within a pause's slice: yield for a while, then sleep.
+    let mut turns = 0u32;
     while DONE.load(Ordering::Acquire) < n {
-        core::hint::spin_loop();
-        // SAFETY: sched_yield has no memory effects.
-        unsafe { libc::sched_yield() };
+        turns += 1;
+        if turns < 64 {
+            core::hint::spin_loop();
+            // SAFETY: sched_yield has no memory effects.
+            unsafe { libc::sched_yield() };
+        } else {
+            os::sleep_ns(20_000);
+        }
     }
     OVERFLOWED.load(Ordering::Relaxed) | core::mem::take(&mut grey.overflowed)
 }

@@ -1198,6 +1198,8 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     // Sweep termination (see `stw_cycle`).
     h.finish_sweep();
     if why == Trigger::Heap && h.stats.live < TRIGGER.load(Ordering::Relaxed) {
+        // A thread that waited for the last cycle finds nothing to do: its hurry is over.
+        mark::hurry(false);
         return;
     }
     let start = crate::os::now_ns();
@@ -1282,10 +1284,10 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     // Phase 3.
     let mut h = GC_HEAP.lock();
     let marked_heap = h.stats.live;
-    if why != Trigger::User {
+    if !full {
         // The pacer's cons/mark ratio, from what the program allocated during the mark, the
-        // work the mark did and the CPU it took (not for `collect()`, whose mark uses every
-        // worker).
+        // work the mark did and the CPU it took (not for a mark with every worker, where the
+        // markers and the program share the CPUs in no known proportion).
         let cpu = mark::cpu_totals();
         let wall = crate::os::now_ns().saturating_sub(resumed).max(1);
         let all = wall as f64 * ncpu() as f64;
