@@ -339,8 +339,6 @@ static CONC_OVERFLOW: AtomicBool = AtomicBool::new(false);
 static SCAN_WORK: AtomicUsize = AtomicUsize::new(0);
 /// The scan work expected of this cycle's mark: the last mark's.
 static EXPECTED: AtomicUsize = AtomicUsize::new(0);
-/// The last completed mark's scan work (0 before the first).
-static LAST_WORK: AtomicUsize = AtomicUsize::new(0);
 /// Scan work of the background markers that assists have not taken (Go's bgScanCredit).
 static BG_CREDIT: AtomicUsize = AtomicUsize::new(0);
 /// The mark the threads' assist debts belong to (bumped by `begin_mark`).
@@ -381,7 +379,7 @@ const MIN_PAUSE_NS: u64 = 1_000_000;
 /// Starts a cycle's accounting (the collector, before the first pause): `live` is the heap
 /// when the mark starts, the expected scan work before a first mark.
 pub fn begin_mark(live: usize) {
-    let last = LAST_WORK.load(Ordering::Relaxed);
+    let last = super::pacer::expected_work();
     EXPECTED.store(if last == 0 { live } else { last }, Ordering::Relaxed);
     SCAN_WORK.store(0, Ordering::Relaxed);
     BG_CREDIT.store(0, Ordering::Relaxed);
@@ -392,7 +390,6 @@ pub fn begin_mark(live: usize) {
 pub fn end_mark() {
     HURRY.store(false, Ordering::Relaxed);
     let work = SCAN_WORK.load(Ordering::Relaxed).max(1);
-    LAST_WORK.store(work, Ordering::Relaxed);
     super::pacer::set_expected_work(work);
 }
 

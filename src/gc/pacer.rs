@@ -98,6 +98,11 @@ pub fn set_expected_work(work: usize) {
     EXPECTED_WORK.store(work as u64, Ordering::Relaxed);
 }
 
+/// The scan work expected of the next mark (0 before the first).
+pub fn expected_work() -> usize {
+    EXPECTED_WORK.load(Ordering::Relaxed) as usize
+}
+
 // ---- mark utilisation and assists (Go's gcControllerState) ---------------------------------
 
 /// The share of the CPUs the background mark uses (Go's gcBackgroundUtilization).
