@@ -369,6 +369,16 @@ pub struct Plan {
     pub fraction: f64,
     pub workers: usize,
 }
+
+impl Plan {
+    /// Every one of `workers` workers dedicated: no fractional or idle marker.
+    pub fn dedicated(workers: usize) -> Plan {
+        Plan {
+            fraction: 0.0,
+            workers,
+        }
+    }
+}
 /// Set while a thread waits for the cycle (at the hard limit): the fractional marker then
 /// marks without pauses.
 static HURRY: AtomicBool = AtomicBool::new(false);
@@ -864,24 +874,17 @@ extern "C" fn worker(arg: *mut libc::c_void) -> *mut libc::c_void {
 pub fn drain_with_workers(grey: &mut GreyStack, max: usize, background: Option<Plan>) -> bool {
     let n = WORKERS.load(Ordering::Acquire).min(max);
     BG_DRAIN.store(background.is_some(), Ordering::Relaxed);
-    let plan = background.unwrap_or(Plan {
-        fraction: 0.0,
-        workers: n,
-    });
+    let plan = background.unwrap_or(Plan::dedicated(n));
     let frac = plan.fraction.clamp(0.0, 1.0);
     FRACTION_PPM.store(
         if frac < 1.0 { (frac * 1e6) as u32 } else { 0 },
         Ordering::Relaxed,
     );
     PLAN_WORKERS.store(plan.workers, Ordering::Relaxed);
-    if n == 0 && background.is_some() {
-        // The collector alone, maybe fractional: as a participant, so that it pauses.
-        let r = drain_with(grey, 0);
-        BG_DRAIN.store(false, Ordering::Relaxed);
-        return r;
-    }
-    if n == 0 {
-        // Alone: the pool may still hold what mutators flushed during a concurrent mark.
+    if n == 0 && background.is_none() {
+        // Alone in a stopped world: the pool may still hold what mutators flushed during a
+        // concurrent mark. (A background drain without workers goes through `drain_with`:
+        // the collector as a participant, so that it pauses if it is fractional.)
         loop {
             drain(grey);
             if !take(grey) {

@@ -697,11 +697,7 @@ fn background_markers() -> (usize, mark::Plan) {
     let n = mark_workers();
     if n & WORKERS_SET != 0 {
         let n = n & !WORKERS_SET;
-        let plan = mark::Plan {
-            fraction: 0.0,
-            workers: n,
-        };
-        return (n, plan);
+        return (n, mark::Plan::dedicated(n));
     }
     let (dedicated, fraction) = pacer::background_plan(ncpu() as usize);
     let markers = dedicated + (fraction > 0.0) as usize;
@@ -1215,11 +1211,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     let full = why == Trigger::User || mark::hurried() || LIMIT_SETS_GOAL.load(Ordering::Relaxed);
     let (workers, plan) = if full {
         let n = mark_workers() & !WORKERS_SET;
-        let plan = mark::Plan {
-            fraction: 0.0,
-            workers: n,
-        };
-        (n, plan)
+        (n, mark::Plan::dedicated(n))
     } else {
         background_markers()
     };
