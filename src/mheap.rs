@@ -625,6 +625,8 @@ impl HeapInner {
         if s.is_null() {
             return false;
         }
+        #[cfg(feature = "gc")]
+        pagemap::note_carved(start.addr(), len);
         // SAFETY: fresh descriptor for fresh memory.
         unsafe {
             (*s).zeroed = true;

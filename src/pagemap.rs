@@ -42,6 +42,11 @@ pub struct ArenaMeta {
     /// time without reading their descriptors.
     #[cfg(feature = "gc")]
     gc_pages: [core::sync::atomic::AtomicU64; ARENA_PAGES / 64],
+    /// Pages from the arena's start that the page heap has carved into spans (`note_carved`):
+    /// the pages above were never handed out and have no span, so the walk over malloc memory
+    /// stops there (each heap shard grows its own arena a piece at a time).
+    #[cfg(feature = "gc")]
+    carved: core::sync::atomic::AtomicUsize,
 }
 
 static L1: [AtomicPtr<ArenaMeta>; L1_ENTRIES] =
@@ -112,6 +117,23 @@ pub unsafe fn set_gc_pages(start: usize, npages: usize, on: bool) {
     }
 }
 
+/// Records that `[start, start + len)`, in installed arenas, has become span memory (the page
+/// heap's fresh memory), for the walk's bound in each arena it covers.
+#[cfg(feature = "gc")]
+pub fn note_carved(start: usize, len: usize) {
+    let end = start + len;
+    let mut a = start & !(ARENA_SIZE - 1);
+    while a < end {
+        let m = meta(a);
+        if !m.is_null() {
+            let top = end.min(a + ARENA_SIZE);
+            // SAFETY: installed metadata is never freed.
+            unsafe { &(*m).carved }.fetch_max((top - a) >> PAGE_SHIFT, Ordering::Release);
+        }
+        a += ARENA_SIZE;
+    }
+}
+
 /// Whether the page holding `addr` is marked as the collector's (`set_gc_pages`).
 #[cfg(all(test, feature = "gc"))]
 pub fn is_gc_page(addr: usize) -> bool {
@@ -144,8 +166,10 @@ pub fn for_each_inuse_span(mut f: impl FnMut(*mut Span)) {
             continue;
         }
         let m = meta(base);
+        // SAFETY: a listed arena's metadata is installed and never freed.
+        let carved = unsafe { (*m).carved.load(Ordering::Acquire) }.min(ARENA_PAGES);
         let mut page = 0;
-        while page < ARENA_PAGES {
+        while page < carved {
             // SAFETY: a listed arena's metadata is installed and never freed.
             let gc = unsafe { (*m).gc_pages[page / 64].load(Ordering::Relaxed) } >> (page % 64);
             if gc & 1 != 0 {

@@ -687,6 +687,110 @@ fn fork_while_threads_allocate() {
     }
 }
 
+/// Whether the chain at `head` is intact (`check_chain` without panicking, for a child of
+/// fork()).
+fn chain_ok(head: Gc<SNode>, first: u64, len: u64) -> bool {
+    let mut at = Some(head);
+    for i in 0..len {
+        let Some(n) = at else { return false };
+        if n.id != first + i || n.check != check_of(first + i) {
+            return false;
+        }
+        at = edge(&n, 0);
+    }
+    at.is_none()
+}
+
+/// A child of fork() stops its own threads. The collector keeps its thread list
+/// (`/proc/self/task`) open between stops; a child inherits the parent's, which lists the
+/// parent's threads, so a child that listed through it would leave its own new thread running
+/// and free what only that thread's stack holds.
+fn fork_child_stops_its_own_threads() {
+    // The parent has listed its threads (and holds its list open).
+    gc::collect();
+    // SAFETY: the child uses the collector, spawns and joins one thread, then _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let held = std::thread::spawn(move || {
+            // Only this thread's stack and registers hold the chain.
+            let c = chain(12 << 40, 200);
+            let mut ok = true;
+            while !stop2.load(Ordering::Relaxed) {
+                ok &= chain_ok(c, 12 << 40, 200);
+                black_box(chain(13 << 40, 50));
+            }
+            ok && chain_ok(c, 12 << 40, 200)
+        });
+        for _ in 0..5 {
+            gc::collect();
+            // Reuses whatever a collection freed.
+            black_box(chain(14 << 40, 2000));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let ok = held.join().unwrap_or(false);
+        // SAFETY: ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child lost a chain only its thread held: status {status}"
+    );
+}
+
+/// The program closes every descriptor, the collector's thread list among them, and opens
+/// directories that may take its number: the collector opens its list again (the number now
+/// names another directory, whose entries are not the process's threads).
+fn closed_thread_list_is_reopened() {
+    // SAFETY: the child uses the collector, closes its descriptors, spawns and joins one
+    // thread, then _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // The child's own list, then closed.
+        gc::collect();
+        for fd in 3..1024 {
+            // SAFETY: closing descriptors this child will not use again.
+            unsafe { libc::close(fd) };
+        }
+        for _ in 0..8 {
+            // SAFETY: a constant path.
+            unsafe { libc::open(c"/".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let held = std::thread::spawn(move || {
+            let c = chain(15 << 40, 200);
+            let mut ok = true;
+            while !stop2.load(Ordering::Relaxed) {
+                ok &= chain_ok(c, 15 << 40, 200);
+                black_box(chain(16 << 40, 50));
+            }
+            ok && chain_ok(c, 15 << 40, 200)
+        });
+        for _ in 0..5 {
+            gc::collect();
+            black_box(chain(17 << 40, 2000));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let ok = held.join().unwrap_or(false);
+        // SAFETY: ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "after its descriptors were closed, the child lost a chain only its thread held: status {status}"
+    );
+}
+
 /// A thread's cache of reserved GC slots goes back to the heap when the thread exits.
 fn thread_exit_gives_cached_slots_back() {
     // A size class nothing else here uses: [u64; 100] is 800 bytes, class 896, so a refill
@@ -782,6 +886,8 @@ fn collector() {
     periodic_cycle();
     memory_limit();
     fork_while_threads_allocate();
+    fork_child_stops_its_own_threads();
+    closed_thread_list_is_reopened();
     thread_exit_gives_cached_slots_back();
     threads_exit_during_collections();
     memstats_has_gc_fields();

@@ -790,6 +790,64 @@ struct Times {
     background_ns: u64,
     assist_ns: u64,
     idle_ns: u64,
+    /// Lap times inside the first pause (or the only one) and inside mark termination.
+    laps1: Laps,
+    laps2: Laps,
+}
+
+/// Instants inside one pause (monotonic ns), for `GOMALLOC_DEBUG=gcpausetrace=1`: the stop
+/// request, then the end of each step up to the end of the resume.
+#[derive(Clone, Copy)]
+struct Laps {
+    at: [u64; Laps::MAX],
+    n: usize,
+    /// The stop's parts (`stw::last_stop_parts`).
+    stop: [u64; 3],
+}
+
+impl Laps {
+    const MAX: usize = 10;
+    const NONE: Laps = Laps {
+        at: [0; Laps::MAX],
+        n: 0,
+        stop: [0; 3],
+    };
+
+    /// Records now as the end of the next step (steps past `MAX` are dropped).
+    fn lap(&mut self) {
+        if self.n < Laps::MAX {
+            self.at[self.n] = crate::os::now_ns();
+            self.n += 1;
+        }
+    }
+
+    /// Appends each step's length in microseconds, `+`-separated, and the steps' names.
+    fn print(&self, l: &mut crate::diag::Line, names: &[&str]) {
+        for i in 1..self.n {
+            if i > 1 {
+                l.str("+");
+            }
+            l.dec(self.at[i].saturating_sub(self.at[i - 1]) / 1_000);
+            if i == 1 {
+                // The stop: signal/wait/list.
+                l.str("(")
+                    .dec(self.stop[0] / 1_000)
+                    .str("/")
+                    .dec(self.stop[1] / 1_000)
+                    .str("/")
+                    .dec(self.stop[2] / 1_000)
+                    .str(")");
+            }
+        }
+        l.str(" us (");
+        for (i, name) in names.iter().take(self.n.saturating_sub(1)).enumerate() {
+            if i > 0 {
+                l.str("+");
+            }
+            l.str(name);
+        }
+        l.str(")");
+    }
 }
 
 impl Times {
@@ -997,21 +1055,27 @@ impl RootSet<'_, '_> {
     /// Scans every root: the stacks and registers of every thread, their static TLS, the
     /// registered regions, static data, the malloc heap (unless turned off), and the threads'
     /// cached slots, marked without a scan. Returns where the collector's own stack scan
-    /// started. (The first pause of a concurrent mark scans only the threads and the statics,
-    /// and marks the cached slots: allocation during the mark is black.)
-    fn scan(&self, pass: Pass, grey: &mut GreyStack) -> usize {
+    /// started. (The first pause of a concurrent mark scans only the threads and marks the
+    /// cached slots: allocation during the mark is black.)
+    /// `laps` gets the end of each part: the threads, the regions and statics, the caches,
+    /// the malloc heap.
+    fn scan(&self, pass: Pass, grey: &mut GreyStack, laps: &mut Laps) -> usize {
         let (floor, force) = match pass {
             Pass::StopTheWorld => (0, false),
             Pass::Termination => (0, true),
             Pass::Check(floor) => (floor, false),
         };
         let here = scan_thread_roots(self.stopped, self.segments, floor, force, grey);
+        laps.lap();
         self.regions.scan(grey);
         self.segments.scan(grey);
+        laps.lap();
         self.caches.mark_all();
+        laps.lap();
         if self.scan_malloc {
             scan_malloc_heap(self.blocks, grey);
         }
+        laps.lap();
         here
     }
 }
@@ -1072,14 +1136,18 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
     // The markers' pool: a thread may take its lock at any time (a thread-exit flush), so it
     // is held across the stop (no stopped thread holds it) and released for the mark.
     let pool = mark::lock_pool();
+    let mut laps = Laps::NONE;
     let marked = crate::huge::with_blocks(|blocks| {
         if !roots::own_stack_known() {
             return None;
         }
-        let stopping = crate::os::now_ns();
+        laps.lap();
+        let stopping = laps.at[0];
         let stopped = stw::stop()?;
+        laps.stop = stw::last_stop_parts();
         drop(pool);
-        let at_stop = crate::os::now_ns();
+        laps.lap();
+        let at_stop = laps.at[1];
         caches.clear_barrier_buffers();
         let roots = RootSet {
             stopped: &stopped,
@@ -1089,14 +1157,16 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
             blocks,
             scan_malloc,
         };
-        roots.scan(Pass::StopTheWorld, grey);
+        roots.scan(Pass::StopTheWorld, grey, &mut laps);
         if mark::drain_with_workers(grey, usize::MAX, None) {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
         }
+        laps.lap();
         let threads = stopped.count();
         stw::resume(stopped);
-        Some((stopping, at_stop, crate::os::now_ns(), threads))
+        laps.lap();
+        Some((stopping, at_stop, laps.at[7], threads))
     });
     drop(segments);
     drop(regions);
@@ -1119,6 +1189,8 @@ fn stw_cycle(why: Trigger, grey: &mut GreyStack) {
         background_ns: 0,
         assist_ns: 0,
         idle_ns: 0,
+        laps1: laps,
+        laps2: Laps::NONE,
     };
     finish(h, t, before, why);
 }
@@ -1149,6 +1221,9 @@ fn finish(
     if trace_on() {
         print_trace(n, &t, before, after, why);
     }
+    if crate::os::debug_flag(b"gcpausetrace=1") {
+        print_pauses(n, &t);
+    }
 }
 
 /// Grey entries (the collector's and the pool's) up to which mark termination drains without
@@ -1178,9 +1253,9 @@ fn yield_heap(
 /// A cycle with a concurrent mark (`set_concurrent`):
 /// 1. with `GC_HEAP` and the root tables locked, stop the world, turn the barrier on
 ///    (`mark::set_marking`), mark the threads' cached slots (allocation is black from here
-///    on), scan the threads' stacks, registers and static TLS and the static data onto the
-///    grey stack, resume;
-/// 2. while the program runs: scan the registered regions, release `GC_HEAP` (threads
+///    on), scan the threads' stacks, registers and static TLS onto the grey stack, resume;
+/// 2. while the program runs: scan the registered regions and the static data (under the
+///    loader's lock, `roots::scan_statics_now`), release `GC_HEAP` (threads
 ///    allocate black objects; what a barrier store or a new object's contents point to is
 ///    shaded through the thread's buffer), scan malloc memory, and drain with the mark
 ///    workers, taking up the buffers that mutators flushed meanwhile;
@@ -1218,6 +1293,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     mark::begin_mark(before);
     let cpu0 = mark::cpu_totals();
     // Phase 1.
+    let mut laps1 = Laps::NONE;
     let first = {
         let caches = cache::lock();
         let regions = roots::lock_regions();
@@ -1226,27 +1302,30 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
             if !roots::own_stack_known() {
                 return None;
             }
-            let stopping = crate::os::now_ns();
+            laps1.lap();
             let stopped = stw::stop()?;
-            let at_stop = crate::os::now_ns();
+            laps1.stop = stw::last_stop_parts();
+            laps1.lap();
             mark::set_marking(true);
             // Allocate black: the slots threads hold in their caches, which they hand out
             // during the mark without `GC_HEAP`, are black from now on (refills during the
             // mark are, by `alloc_batch`).
             caches.mark_all();
             caches.clear_barrier_buffers();
+            laps1.lap();
             scan_thread_roots(&stopped, &segments, 0, false, grey);
-            // Static data in the pause: a library unloaded (`dlclose`) while the program runs
-            // would take its segment away under the scan.
-            segments.scan(grey);
+            laps1.lap();
             stw::resume(stopped);
-            Some((stopping, at_stop, crate::os::now_ns()))
+            laps1.lap();
+            Some((laps1.at[0], laps1.at[1], laps1.at[4]))
         });
         if r.is_some() {
             // Registered regions stay mapped while their table's lock is held (`remove_roots`
             // waits), so they are scanned once the program runs again (a store into them
-            // after that needs no barrier: mark termination rescans them).
+            // after that needs no barrier: mark termination rescans them), and so is the
+            // static data, under the loader's lock (termination rescans it too).
             regions.scan(grey);
+            roots::scan_statics_now(grey);
         }
         r
     };
@@ -1296,9 +1375,13 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
     let regions = roots::lock_regions();
     let segments = roots::list_statics();
     let pool = mark::lock_pool();
+    let mut laps2 = Laps::NONE;
     let second = crate::huge::with_blocks(|blocks| {
-        let stopping2 = crate::os::now_ns();
+        laps2.lap();
+        let stopping2 = laps2.at[0];
         let stopped = stw::stop()?;
+        laps2.stop = stw::last_stop_parts();
+        laps2.lap();
         // No stopped thread holds the pool's lock (we held it across the stop), and the
         // markers are idle: the drain below may take it.
         drop(pool);
@@ -1313,7 +1396,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
             blocks,
             scan_malloc,
         };
-        roots.scan(Pass::Termination, grey);
+        roots.scan(Pass::Termination, grey, &mut laps2);
         caches.drain_barrier_buffers(grey);
         // What is left to mark at termination is usually little: waking the workers would
         // cost more than it saves.
@@ -1326,16 +1409,19 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
             grey.overflowed = true;
             mark::rescan_marked(&h, grey);
         }
+        laps2.lap();
         if checkmark_on() {
             checkmark(&mut h, &roots, own_floor);
         }
+        laps2.lap();
         {
             let _pool = mark::lock_pool();
             mark::set_marking(false);
         }
         let threads = stopped.count();
         stw::resume(stopped);
-        Some((stopping2, crate::os::now_ns(), threads))
+        laps2.lap();
+        Some((stopping2, laps2.at[8], threads))
     });
     drop(segments);
     drop(regions);
@@ -1368,6 +1454,8 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         background_ns: cpu1.0 - cpu0.0,
         assist_ns: cpu1.1 - cpu0.1,
         idle_ns: cpu1.2 - cpu0.2,
+        laps1,
+        laps2,
     };
     finish(h, t, before, why);
 }
@@ -1383,7 +1471,8 @@ fn checkmark_on() -> bool {
 fn checkmark(h: &mut heap::GcHeap, roots: &RootSet<'_, '_>, own_floor: usize) {
     h.save_marks();
     let mut grey = GreyStack::new();
-    roots.scan(Pass::Check(own_floor), &mut grey);
+    let mut no_laps = Laps::NONE;
+    roots.scan(Pass::Check(own_floor), &mut grey, &mut no_laps);
     mark::drain(&mut grey);
     if grey.overflowed {
         mark::rescan_marked(h, &mut grey);
@@ -1451,6 +1540,49 @@ fn scan_malloc_spans(grey: &mut GreyStack) {
 }
 
 // ---- gctrace -----------------------------------------------------------------------------
+
+/// `GOMALLOC_DEBUG=gcpausetrace=1`: one line per cycle with where its pauses' time went, in
+/// microseconds: `gcpause N: first S(s/w/l)+C+R+W us (stop+caches+stacks+resume),
+/// termination S(s/w/l)+T+A+C+M+D+K+W us
+/// (stop+stacks+statics+caches+malloc+drain+checkmark+resume), T threads` for a concurrent
+/// cycle, `gcpause N: S(s/w/l)+T+A+C+M+D+W us (stop+stacks+statics+caches+malloc+drain+
+/// resume), T threads` for a stop-the-world one (`statics` counts the registered regions
+/// too). `stop` runs from the stop request until every thread has
+/// acknowledged: `s` signalling the threads the last stop stopped, `w` waiting for them, `l`
+/// listing the process's threads; `resume` is the wake-up call (threads run again on their
+/// own after it).
+fn print_pauses(n: u64, t: &Times) {
+    let mut l = crate::diag::Line::new();
+    l.str("gcpause ").dec(n).str(": ");
+    if t.concurrent {
+        l.str("first ");
+        t.laps1
+            .print(&mut l, &["stop", "caches", "stacks", "resume"]);
+        l.str(", termination ");
+        t.laps2.print(
+            &mut l,
+            &[
+                "stop",
+                "stacks",
+                "statics",
+                "caches",
+                "malloc",
+                "drain",
+                "checkmark",
+                "resume",
+            ],
+        );
+    } else {
+        t.laps1.print(
+            &mut l,
+            &[
+                "stop", "stacks", "statics", "caches", "malloc", "drain", "resume",
+            ],
+        );
+    }
+    l.str(", ").dec(t.threads as u64).str(" threads");
+    l.emit();
+}
 
 fn trace_on() -> bool {
     crate::os::debug_flag(b"gctrace=1")

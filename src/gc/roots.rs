@@ -358,6 +358,40 @@ pub fn list_statics() -> MutexGuard<'static, Segments> {
     g
 }
 
+/// Scans every writable loaded segment as the loader lists it now, less gomalloc's own big
+/// tables, while the program runs: the first pause of a concurrent mark leaves the static data
+/// to this (mark termination rescans it with the world stopped, as no barrier covers it). The
+/// scan runs inside `dl_iterate_phdr`, which holds the loader's list lock, so no segment is
+/// unloaded under it. That lock is held only briefly by a thread that loads or unloads an
+/// object, never across its constructors, so waiting for it cannot wait for the collector.
+pub fn scan_statics_now(grey: &mut GreyStack) {
+    extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader hands us a valid record for the duration of the call; `data` is
+        // the grey stack passed below.
+        unsafe {
+            let grey = &mut *(data as *mut GreyStack);
+            let base = (*info).dlpi_addr as usize;
+            for k in 0..(*info).dlpi_phnum as usize {
+                let ph = &*(*info).dlpi_phdr.add(k);
+                if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
+                    // As in `list_statics`: the loader exposed the address.
+                    let s = ptr::with_exposed_provenance::<u8>(base + ph.p_vaddr as usize);
+                    // The segment stays loaded while the loader's lock is held (this call).
+                    scan_except(s, ph.p_memsz as usize, grey);
+                }
+            }
+        }
+        0
+    }
+    // SAFETY: `each` reads the records it is given and scans their loaded segments; the grey
+    // stack outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), grey as *mut GreyStack as *mut libc::c_void) };
+}
+
 impl Segments {
     /// Scans the static TLS blocks of the thread whose `pthread_self()` is `tp` (the main
     /// thread's are outside its stack; other threads' lie in their stack block, already
