@@ -794,7 +794,7 @@ fn closed_thread_list_is_reopened() {
 /// A thread's cache of reserved GC slots goes back to the heap when the thread exits.
 fn thread_exit_gives_cached_slots_back() {
     // A size class nothing else here uses: [u64; 100] is 800 bytes, class 896, so a refill
-    // reserves 9 slots (8 KiB).
+    // reserves 36 slots (32 KiB).
     scrub_stack();
     gc::collect();
     let before = gc::stats().heap_live;

@@ -5,8 +5,9 @@
 //! collector walks while the world is stopped.
 //!
 //! A cached slot is *reserved*: its alloc bit is set and it is counted in the heap's `live`
-//! and `nmalloc` (so the pacer sees it, as Go's sees whole cached spans), it is zeroed, and its
-//! first word links it to the next cached slot of the list. Handing it out clears that word.
+//! and `nmalloc` (so the pacer sees it, as Go's sees whole cached spans), its first word links
+//! it to the next cached slot of the list, and the rest is zeroed by the refill once it has
+//! released `GC_HEAP` (before it returns). Handing a slot out clears the link.
 //!
 //! Invariants the collector relies on:
 //! - a refill publishes its list in the thread-local before it releases `GC_HEAP`; since a
@@ -40,10 +41,12 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 
-/// Bytes a refill reserves at most (and at least one object).
-const REFILL_BYTES: usize = 8 << 10;
+/// Bytes a refill reserves at most (and at least one object). 32 KiB, not 8: on 16 CPUs with
+/// 16 allocating threads, binary-trees ran 1.2-1.3x faster (fewer refills queue on
+/// `GC_HEAP`), for a few more slots to mark per thread in the pauses.
+const REFILL_BYTES: usize = 32 << 10;
 /// Objects a refill reserves at most.
-const REFILL_OBJECTS: usize = 512;
+const REFILL_OBJECTS: usize = 2048;
 
 /// Words a thread's barrier buffer holds before it is flushed to the markers.
 const WB_CAP: usize = 256;
@@ -177,6 +180,22 @@ unsafe fn refill(c: *mut GcCache, class: usize, noscan: bool, goal: usize) -> (*
     }
     let over = h.over(goal);
     drop(h);
+    // Zeroed outside the lock: the slots are this thread's (reserved, on its list or in
+    // `first`), and nothing reads a reserved slot's contents but its link (the collector marks
+    // cached slots without scanning them; a conservative word that reaches one before it is
+    // zeroed retains what it holds for a cycle at most).
+    let size = size_class::class_size(class);
+    // SAFETY: `first` and every slot on the new list are reserved slots of `size` bytes,
+    // 8-byte aligned, that only this thread uses; each list slot's first word is its link.
+    unsafe {
+        super::heap::zero(first, size);
+        let mut p = head;
+        while !p.is_null() {
+            let next = p.cast::<*mut u8>().read();
+            super::heap::zero(p.add(8), size - 8);
+            p = next;
+        }
+    }
     (first, over)
 }
 
@@ -323,12 +342,42 @@ impl Caches {
     /// Marks every cached slot of every thread, so the sweep keeps them. The world is
     /// stopped (or the caches' threads otherwise quiet) and `GC_HEAP` held.
     pub fn mark_all(&self) {
-        self.for_each_slot(|p| {
-            if let Some((g, i)) = find_object(p.addr()) {
+        // A list's slots mostly come from one span, in order: the span of the last slot is
+        // tried first (no page-map lookup), and its mark bits are gathered per bitmap word
+        // and set with one atomic OR (a pause with many threads walks many slots).
+        let mut g: *mut super::heap::GcSpan = ptr::null_mut();
+        let (mut lo, mut hi) = (0usize, 0usize);
+        let (mut word, mut bits) = (0usize, 0u64);
+        let flush = |g: *mut super::heap::GcSpan, word: usize, bits: u64| {
+            if bits != 0 {
                 // SAFETY: a live record, under `GC_HEAP`, held by the caller.
-                unsafe { (*g).set_mark(i) };
+                unsafe { (*g).set_marks(word, bits) };
             }
+        };
+        self.for_each_slot(|p| {
+            let a = p.addr();
+            if a.wrapping_sub(lo) >= hi - lo {
+                let Some((h, _)) = find_object(a) else {
+                    return;
+                };
+                flush(g, word, bits);
+                bits = 0;
+                g = h;
+                // SAFETY: a live record and its live span.
+                unsafe {
+                    lo = (*(*g).span).start.addr();
+                    hi = lo + (*g).nelems * (*g).size;
+                }
+            }
+            // SAFETY: `a` lies in `g`'s objects.
+            let i = unsafe { (*g).index_of(a - lo) };
+            if i / 64 != word {
+                flush(g, word, bits);
+                (word, bits) = (i / 64, 0);
+            }
+            bits |= 1 << (i % 64);
         });
+        flush(g, word, bits);
     }
 
     /// Marks what every thread's barrier buffer holds (queueing it on `grey`) and empties the

@@ -40,9 +40,9 @@ use crate::sync::Mutex;
 use crate::HEAPS;
 use core::ptr;
 
-/// Spans a refill (at most 8 KiB of slots) sweeps first during a sweep, and a large object per
-/// page: the sweep is over before the heap grows by about 1/16 of itself.
-const SWEEP_RATIO: usize = 16;
+/// Spans a refill (at most 32 KiB of slots) sweeps first during a sweep, and a large object
+/// per page: the sweep is over before the heap grows by about 1/16 of itself.
+const SWEEP_RATIO: usize = 64;
 
 /// Spans an allocation sweeps at most, looking for a free slot of its class, before it takes
 /// a new span (Go's `mcentral.cacheSpan` budget is 100).
@@ -192,7 +192,7 @@ impl GcSpan {
 /// # Safety
 /// `p` is writable for `size` bytes and 8-byte aligned.
 #[inline]
-unsafe fn zero(p: *mut u8, size: usize) {
+pub unsafe fn zero(p: *mut u8, size: usize) {
     if size <= 128 && size % 8 == 0 {
         let w = p.cast::<u64>();
         for k in 0..size / 8 {
@@ -308,9 +308,11 @@ impl GcHeap {
         }
     }
 
-    /// Allocates up to `max` zeroed objects of size class `class` (not 0) and passes each to
-    /// `f`, taking free slots a bitmap word at a time; returns how many (fewer only if the OS
-    /// refuses memory).
+    /// Allocates up to `max` objects of size class `class` (not 0) and passes each to `f`,
+    /// taking free slots a bitmap word at a time; returns how many (fewer only if the OS
+    /// refuses memory). The objects are not zeroed: the caller zeroes them after it releases
+    /// the lock (a thread cache's refill, so that threads do not queue behind each other's
+    /// `memset`s).
     ///
     /// During a concurrent mark the new objects are black (Go's rule): their mark bits are
     /// set here, under `GC_HEAP`, where `mark::marking()` cannot change (the collector turns
@@ -357,7 +359,6 @@ impl GcHeap {
                         let v = (*g).alloc[w] | 1 << b;
                         (*g).set_alloc_word(w, v);
                         let p = (*g).object(w * 64 + b);
-                        zero(p, size);
                         f(p);
                         got += 1;
                         (*g).nfree -= 1;

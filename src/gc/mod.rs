@@ -607,7 +607,7 @@ pub struct GcStats {
     pub mark_idle_cpu_ns: u64,
     pub mark_concurrent_ns: u64,
     /// Bytes of allocated GC slots (slot sizes), including the slots that threads' caches
-    /// hold reserved (at most 8 KiB per size class and thread, as Go counts whole cached
+    /// hold reserved (at most 32 KiB per size class and thread, as Go counts whole cached
     /// spans) and, during a sweep, the unreached objects of spans not yet swept; and bytes
     /// of GC spans, now.
     pub heap_live: usize,
