@@ -17,8 +17,9 @@
 //!   keeps that order, which is all a signal handler on the same thread can observe), so a
 //!   walk from the head a stopped thread left always reaches every slot still cached.
 //!
-//! The collector marks every cached slot (without scanning it: it holds only zeros and a
-//! link), so the sweep keeps them; a concurrent mark does so in its first pause as well, so
+//! The collector marks every cached slot first, before any root is scanned, and never scans
+//! it (it holds a link and zeros, or, in a thread stopped inside its refill's zeroing, a dead
+//! object's old words), so the sweep keeps them; a concurrent mark does so in its first pause as well, so
 //! that every slot handed out during the mark is black (Go allocates black; a refill during
 //! the mark reserves marked slots, see `GcHeap::alloc_batch`). At thread exit the cache gives its slots back
 //! (`GcHeap::unreserve`) and leaves the registry. A child of `fork` keeps only the forking
@@ -116,7 +117,8 @@ pub fn refill_bytes(class: usize) -> usize {
 
 /// A zeroed small object of `class` for this thread, and whether the heap reached its goal
 /// (the caller then runs a cycle). Falls back to the locked path when the thread-local is gone
-/// (during thread exit).
+/// (during thread exit). Not async-signal-safe: a signal handler must not allocate GC objects
+/// (a refill takes a lock, and publishes its slots before it zeroes them).
 #[inline]
 pub fn alloc(class: usize, noscan: bool, goal: usize) -> (*mut u8, bool) {
     let Ok(c) = CACHE.try_with(|l| l.0.get()) else {
@@ -164,7 +166,7 @@ unsafe fn refill(c: *mut GcCache, class: usize, noscan: bool, goal: usize) -> (*
         if first.is_null() {
             first = p;
         } else {
-            // SAFETY: a fresh zeroed slot of ours: its first word becomes the link.
+            // SAFETY: a fresh slot of ours: its first word becomes the link.
             unsafe { p.cast::<*mut u8>().write(head) };
             head = p;
             count += 1;

@@ -10,7 +10,8 @@
 //! takes a slot of the allocator's size class for its size in a span of that class; a span
 //! holds either objects to scan or objects never scanned (`noscan`, Go's noscan spans), never
 //! both. A large object has a span to itself. Objects are handed out zeroed, so a stale word
-//! left by a dead object never looks like a pointer.
+//! left by a dead object never looks like a pointer (a thread cache's reserved slots are
+//! zeroed by the refill after it releases the lock; the collector never scans cached slots).
 //!
 //! Invariants (under `GC_HEAP`'s lock): an object is allocated iff its alloc bit is set (a
 //! span not yet swept still has the alloc bits of the objects its sweep will free); mark bits
@@ -40,9 +41,11 @@ use crate::sync::Mutex;
 use crate::HEAPS;
 use core::ptr;
 
-/// Spans a refill (at most 32 KiB of slots) sweeps first during a sweep, and a large object
-/// per page: the sweep is over before the heap grows by about 1/16 of itself.
+/// Spans a refill (at most 32 KiB of slots) sweeps first during a sweep: the sweep is over
+/// before the heap grows by about 1/16 of itself.
 const SWEEP_RATIO: usize = 64;
+/// Spans a large object sweeps first per page of it, for the same 1/16.
+const SWEEP_PER_PAGE: usize = 16;
 
 /// Spans an allocation sweeps at most, looking for a free slot of its class, before it takes
 /// a new span (Go's `mcentral.cacheSpan` budget is 100).
@@ -271,7 +274,7 @@ impl GcHeap {
             // Proportional sweep (Go's deductSweepCredit), by its pages, within a bound (one
             // huge object must not sweep the whole heap under the lock).
             if self.sweeping() {
-                self.sweep_some(npages.saturating_mul(SWEEP_RATIO).min(1024));
+                self.sweep_some(npages.saturating_mul(SWEEP_PER_PAGE).min(1024));
             }
             self.new_span(npages, 0, noscan)
         } else {
@@ -379,8 +382,8 @@ impl GcHeap {
         got
     }
 
-    /// Takes back a slot that a thread cache reserved (allocated, zeroed but for its first
-    /// word) and never handed out: it is free again and no longer counted.
+    /// Takes back a slot that a thread cache reserved (allocated, its first word a link) and
+    /// never handed out: it is free again and no longer counted.
     ///
     /// # Safety
     /// `p` is such a slot, and no one else refers to it.

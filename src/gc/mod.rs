@@ -1057,20 +1057,22 @@ impl RootSet<'_, '_> {
     /// cached slots, marked without a scan. Returns where the collector's own stack scan
     /// started. (The first pause of a concurrent mark scans only the threads and marks the
     /// cached slots: allocation during the mark is black.)
-    /// `laps` gets the end of each part: the threads, the regions and statics, the caches,
-    /// the malloc heap.
+    /// The cached slots are marked first: a root word that reaches one then finds it marked
+    /// and does not scan it (a slot is zeroed by its refill after `GC_HEAP` is released, so a
+    /// thread stopped in between leaves old words in it). `laps` gets the end of each part:
+    /// the caches, the threads, the regions and statics, the malloc heap.
     fn scan(&self, pass: Pass, grey: &mut GreyStack, laps: &mut Laps) -> usize {
         let (floor, force) = match pass {
             Pass::StopTheWorld => (0, false),
             Pass::Termination => (0, true),
             Pass::Check(floor) => (floor, false),
         };
+        self.caches.mark_all();
+        laps.lap();
         let here = scan_thread_roots(self.stopped, self.segments, floor, force, grey);
         laps.lap();
         self.regions.scan(grey);
         self.segments.scan(grey);
-        laps.lap();
-        self.caches.mark_all();
         laps.lap();
         if self.scan_malloc {
             scan_malloc_heap(self.blocks, grey);
@@ -1543,9 +1545,9 @@ fn scan_malloc_spans(grey: &mut GreyStack) {
 
 /// `GOMALLOC_DEBUG=gcpausetrace=1`: one line per cycle with where its pauses' time went, in
 /// microseconds: `gcpause N: first S(s/w/l)+C+R+W us (stop+caches+stacks+resume),
-/// termination S(s/w/l)+T+A+C+M+D+K+W us
-/// (stop+stacks+statics+caches+malloc+drain+checkmark+resume), T threads` for a concurrent
-/// cycle, `gcpause N: S(s/w/l)+T+A+C+M+D+W us (stop+stacks+statics+caches+malloc+drain+
+/// termination S(s/w/l)+C+T+A+M+D+K+W us
+/// (stop+caches+stacks+statics+malloc+drain+checkmark+resume), T threads` for a concurrent
+/// cycle, `gcpause N: S(s/w/l)+C+T+A+M+D+W us (stop+caches+stacks+statics+malloc+drain+
 /// resume), T threads` for a stop-the-world one (`statics` counts the registered regions
 /// too). `stop` runs from the stop request until every thread has
 /// acknowledged: `s` signalling the threads the last stop stopped, `w` waiting for them, `l`

@@ -226,12 +226,32 @@ fn held_task_dir(pid: i32) -> i32 {
             TASK_FD.store(-1, Ordering::Relaxed);
             return -1;
         }
-        if !same || libc::lseek(fd, 0, libc::SEEK_SET) != 0 {
+        if !same {
             TASK_FD.store(-1, Ordering::Relaxed);
+            return -1;
+        }
+        if libc::lseek(fd, 0, libc::SEEK_SET) != 0 {
+            forget_task_dir(fd);
             return -1;
         }
     }
     fd
+}
+
+/// Stops keeping `fd` and closes it if it still is the directory we opened (the program may
+/// have closed the number and opened something else there since it was checked).
+fn forget_task_dir(fd: i32) {
+    TASK_FD.store(-1, Ordering::Relaxed);
+    // SAFETY: fstat into our own buffer; close of a descriptor that is still ours.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::fstat(fd, &mut st) == 0
+            && st.st_dev as u64 == TASK_DEV.load(Ordering::Relaxed)
+            && st.st_ino as u64 == TASK_INO.load(Ordering::Relaxed)
+        {
+            libc::close(fd);
+        }
+    }
 }
 
 /// Opens `/proc/self/task` and keeps it (see [`TASK_FD`]); -1 if it cannot be opened.
@@ -258,10 +278,12 @@ fn open_task_dir(pid: i32) -> i32 {
     }
 }
 
-/// Calls `f(tid)` for every thread of process `pid` (ours); false if the list cannot be read.
-/// `f` may see a tid twice (a read that failed half-way is done again with a fresh
-/// descriptor).
-fn for_each_thread(pid: i32, mut f: impl FnMut(i32)) -> bool {
+/// Calls `f(tid)` for every thread of process `pid` (ours), `me` (the calling thread)
+/// included; false if the list cannot be read. A list without `me` is not the process's (the
+/// kept descriptor's number was closed and reused between its check and the read, while
+/// threads not yet stopped ran): it is read again from a fresh descriptor, and `f` may then
+/// see a tid twice (or a number that is no thread of ours, which the signal does not reach).
+fn for_each_thread(pid: i32, me: i32, mut f: impl FnMut(i32)) -> bool {
     let mut fd = held_task_dir(pid);
     let held = fd >= 0;
     if !held {
@@ -270,19 +292,23 @@ fn for_each_thread(pid: i32, mut f: impl FnMut(i32)) -> bool {
             return false;
         }
     }
-    if read_tids(fd, &mut f) {
+    let seen_me = Cell::new(false);
+    let mut each = |tid: i32| {
+        if tid == me {
+            seen_me.set(true);
+        }
+        f(tid);
+    };
+    if read_tids(fd, &mut each) && seen_me.get() {
         return true;
     }
-    // The descriptor went bad: drop it (closed: it was checked to be ours), and try once
-    // more with a fresh one.
-    TASK_FD.store(-1, Ordering::Relaxed);
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
+    forget_task_dir(fd);
     if !held {
         return false;
     }
     let fd = open_task_dir(pid);
-    fd >= 0 && read_tids(fd, &mut f)
+    seen_me.set(false);
+    fd >= 0 && read_tids(fd, &mut each) && seen_me.get()
 }
 
 /// Reads the directory `fd` (rewound) and calls `f(tid)` for each numeric entry; false if a
@@ -508,7 +534,7 @@ struct Linux {
 impl World for Linux {
     fn threads(&self, f: &mut dyn FnMut(i32)) -> bool {
         self.listing.set(crate::os::now_ns());
-        let ok = for_each_thread(self.pid, |tid| {
+        let ok = for_each_thread(self.pid, self.me, |tid| {
             if tid != self.me && !is_exempt(tid) {
                 f(tid);
             }
