@@ -15,14 +15,16 @@ pyver=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.vers
 need=()
 for c in sqlite3 git g++ gcc; do command -v $c >/dev/null 2>&1 || need+=("$c"); done
 [ -x /usr/bin/python3 ] || need+=(python3)
-[ -d "/usr/lib/python$pyver/test/libregrtest" ] || need+=("libpython$pyver-testsuite")
+# The test modules come with libpython3.X-testsuite; `test/libregrtest` alone comes with the
+# standard library package, so look for a module the run below uses.
+[ -f "/usr/lib/python$pyver/test/test_struct.py" ] || need+=("libpython$pyver-testsuite")
 if [ ${#need[@]} -gt 0 ]; then
   pkgs=()
   for n in "${need[@]}"; do case $n in g++) pkgs+=(g++) ;; gcc) pkgs+=(gcc) ;; *) pkgs+=("$n") ;; esac; done
   echo "installing: ${pkgs[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   pyver=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-  [ -d "/usr/lib/python$pyver/test/libregrtest" ] ||
+  [ -f "/usr/lib/python$pyver/test/test_struct.py" ] ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "libpython$pyver-testsuite" >/dev/null
 fi
 
@@ -61,7 +63,7 @@ done
 pytests=(test_dict test_list test_set test_tuple test_json test_re test_string test_unicode
   test_bytes test_threading test_queue test_collections test_heapq test_bisect test_pickle
   test_gc test_weakref test_array test_struct test_functools)
-if [ -d "/usr/lib/python$pyver/test/libregrtest" ]; then
+if [ -f "/usr/lib/python$pyver/test/test_struct.py" ]; then
   if PRELOAD=$lib timeout 900 bash -c '. ci/preload/programs.sh; pre /usr/bin/python3 -m test -q "$@"' _ "${pytests[@]}" > "$W/pytest.out" 2>&1; then
     result "cpython-tests" 1 "(${#pytests[@]} modules: $(grep -E "Tests result" "$W/pytest.out" | tail -n 1))"
   else
