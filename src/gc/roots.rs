@@ -309,87 +309,97 @@ static SEGMENTS: Mutex<Segments> = Mutex::new(Segments {
     ntls: 0,
 });
 
-/// Lists every writable loaded segment (the .data and .bss of the program and its libraries).
-/// An object unloaded (`dlclose`) before the scan would leave a stale entry: programs must not
-/// unload a library during a collection.
-pub fn list_statics() -> MutexGuard<'static, Segments> {
+/// Calls `f` with the record of every loaded object, inside `dl_iterate_phdr`: the loader's
+/// list lock is held, so no object is unloaded meanwhile. That lock is held only briefly by a
+/// thread that loads or unloads an object, never across its constructors, so waiting for it
+/// cannot wait for the collector.
+fn each_loaded_object(mut f: impl FnMut(&libc::dl_phdr_info)) {
     extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
         // SAFETY: the loader hands us a valid record for the duration of the call; `data` is
-        // the segment table passed below.
-        unsafe {
-            let segs = &mut *(data as *mut Segments);
-            let base = (*info).dlpi_addr as usize;
-            let me = libc::pthread_self() as usize;
-            for k in 0..(*info).dlpi_phnum as usize {
-                let ph = &*(*info).dlpi_phdr.add(k);
-                let block = (*info).dlpi_tls_data as usize;
-                if ph.p_type == libc::PT_TLS && block != 0 && segs.ntls < MAX_TLS {
-                    let off = block.wrapping_sub(me) as isize;
-                    if off.unsigned_abs() < STATIC_TLS_SPAN {
-                        segs.tls[segs.ntls] = (off, ph.p_memsz as usize);
-                        segs.ntls += 1;
-                    }
-                }
-                if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
-                    if segs.n == MAX_SEGMENTS {
-                        crate::diag::fatal("gc: too many loaded segments to scan", MAX_SEGMENTS, 0);
-                    }
-                    // The loader gives the segment as an address only: no pointer of ours
-                    // covers another object's data, so take the provenance the loader
-                    // exposed (explicitly, not through an `as` cast).
-                    let s = ptr::with_exposed_provenance::<u8>(base + ph.p_vaddr as usize);
-                    segs.r[segs.n] = (s, ph.p_memsz as usize);
-                    segs.n += 1;
-                }
-            }
-        }
+        // the callback passed below, alive for the whole iteration.
+        unsafe { (*(data as *mut &mut dyn FnMut(&libc::dl_phdr_info)))(&*info) };
         0
     }
+    let mut f: &mut dyn FnMut(&libc::dl_phdr_info) = &mut f;
+    // SAFETY: `each` only reads the records it is given and calls `f`, which outlives the
+    // call.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(each),
+            &mut f as *mut &mut dyn FnMut(&libc::dl_phdr_info) as *mut libc::c_void,
+        )
+    };
+}
+
+/// The writable loadable segments (.data and .bss) of a loaded object: start and length.
+fn writable_segments(info: &libc::dl_phdr_info) -> impl Iterator<Item = (*const u8, usize)> + '_ {
+    let base = info.dlpi_addr as usize;
+    // SAFETY: the loader's record lists `dlpi_phnum` program headers at `dlpi_phdr`.
+    let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    phdrs
+        .iter()
+        .filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0)
+        .map(move |ph| {
+            // The loader gives the segment as an address only: no pointer of ours covers
+            // another object's data, so take the provenance the loader exposed (explicitly,
+            // not through an `as` cast).
+            let s = ptr::with_exposed_provenance::<u8>(base + ph.p_vaddr as usize);
+            (s, ph.p_memsz as usize)
+        })
+}
+
+/// Lists every writable loaded segment (the .data and .bss of the program and its libraries).
+/// An object unloaded (`dlclose`) before the scan would leave a stale entry: programs must not
+/// unload a library during a collection.
+pub fn list_statics() -> MutexGuard<'static, Segments> {
     let mut g = SEGMENTS.lock();
     g.n = 0;
     g.ntls = 0;
     let segs: &mut Segments = &mut g;
-    // SAFETY: `each` only reads the records it is given; the table outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), segs as *mut Segments as *mut libc::c_void) };
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as usize;
+    each_loaded_object(|info| {
+        let block = info.dlpi_tls_data as usize;
+        // SAFETY: as in `writable_segments`.
+        let phdrs =
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        for ph in phdrs {
+            if ph.p_type == libc::PT_TLS && block != 0 && segs.ntls < MAX_TLS {
+                let off = block.wrapping_sub(me) as isize;
+                if off.unsigned_abs() < STATIC_TLS_SPAN {
+                    segs.tls[segs.ntls] = (off, ph.p_memsz as usize);
+                    segs.ntls += 1;
+                }
+            }
+        }
+        for seg in writable_segments(info) {
+            if segs.n == MAX_SEGMENTS {
+                crate::diag::fatal("gc: too many loaded segments to scan", MAX_SEGMENTS, 0);
+            }
+            segs.r[segs.n] = seg;
+            segs.n += 1;
+        }
+    });
     g
 }
 
 /// Scans every writable loaded segment as the loader lists it now, less gomalloc's own big
 /// tables, while the program runs: the first pause of a concurrent mark leaves the static data
 /// to this (mark termination rescans it with the world stopped, as no barrier covers it). The
-/// scan runs inside `dl_iterate_phdr`, which holds the loader's list lock, so no segment is
-/// unloaded under it. That lock is held only briefly by a thread that loads or unloads an
-/// object, never across its constructors, so waiting for it cannot wait for the collector.
+/// scan runs inside `dl_iterate_phdr` (`each_loaded_object`), so no segment is unloaded under
+/// it.
 pub fn scan_statics_now(grey: &mut GreyStack) {
-    extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the loader hands us a valid record for the duration of the call; `data` is
-        // the grey stack passed below.
-        unsafe {
-            let grey = &mut *(data as *mut GreyStack);
-            let base = (*info).dlpi_addr as usize;
-            for k in 0..(*info).dlpi_phnum as usize {
-                let ph = &*(*info).dlpi_phdr.add(k);
-                if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
-                    // As in `list_statics`: the loader exposed the address.
-                    let s = ptr::with_exposed_provenance::<u8>(base + ph.p_vaddr as usize);
-                    // The segment stays loaded while the loader's lock is held (this call).
-                    scan_except(s, ph.p_memsz as usize, grey);
-                }
-            }
+    each_loaded_object(|info| {
+        for (s, len) in writable_segments(info) {
+            // SAFETY: a loaded object's writable segment, loaded while the loader's lock is
+            // held (this call).
+            unsafe { scan_except(s, len, grey) };
         }
-        0
-    }
-    // SAFETY: `each` reads the records it is given and scans their loaded segments; the grey
-    // stack outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), grey as *mut GreyStack as *mut libc::c_void) };
+    });
 }
 
 impl Segments {
