@@ -680,21 +680,14 @@ fn fork_while_threads_allocate() {
                     // SAFETY: as above.
                     unsafe { libc::_exit(if d.id == 11 << 40 { 0 } else { 3 }) };
                 }
-                let mut st = 0;
-                // SAFETY: waits for our own child.
-                unsafe { libc::waitpid(grandchild, &mut st, 0) };
-                ok &= libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+                ok &= child_exit_status(grandchild) == Ok(());
             }
             // SAFETY: ends the child without running the parent's atexit handlers.
             unsafe { libc::_exit(if ok { 0 } else { 3 }) };
         }
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child status {status}"
-        );
+        if let Err(status) = child_exit_status(pid) {
+            panic!("child status {status}");
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -748,13 +741,21 @@ fn child_thread_keeps_its_chain(first: u64, prepare: impl FnOnce(), what: &str) 
         // SAFETY: ends the child without running the parent's atexit handlers.
         unsafe { libc::_exit(if ok { 0 } else { 3 }) };
     }
+    if let Err(status) = child_exit_status(pid) {
+        panic!("{what}: status {status}");
+    }
+}
+
+/// Waits for our child `pid`: Ok if it exited with status 0, else its wait status.
+fn child_exit_status(pid: libc::pid_t) -> Result<(), i32> {
     let mut status = 0;
     // SAFETY: waits for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{what}: status {status}"
-    );
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 /// A child of fork() stops its own threads. The collector keeps its thread list

@@ -212,28 +212,19 @@ fn held_task_dir(pid: i32) -> i32 {
     if fd < 0 {
         return -1;
     }
-    // SAFETY: fstat/lseek/close on a descriptor number; `st` is ours.
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        let same = libc::fstat(fd, &mut st) == 0
-            && st.st_dev as u64 == TASK_DEV.load(Ordering::Relaxed)
-            && st.st_ino as u64 == TASK_INO.load(Ordering::Relaxed);
-        if TASK_PID.load(Ordering::Relaxed) != pid {
-            // Inherited through fork: the parent's directory, closed if still open.
-            if same {
-                libc::close(fd);
-            }
-            TASK_FD.store(-1, Ordering::Relaxed);
-            return -1;
-        }
-        if !same {
-            TASK_FD.store(-1, Ordering::Relaxed);
-            return -1;
-        }
-        if libc::lseek(fd, 0, libc::SEEK_SET) != 0 {
-            forget_task_dir(fd);
-            return -1;
-        }
+    if TASK_PID.load(Ordering::Relaxed) != pid {
+        // Inherited through fork: the parent's directory, closed if still open.
+        forget_task_dir(fd);
+        return -1;
+    }
+    if !is_task_dir(fd) {
+        TASK_FD.store(-1, Ordering::Relaxed);
+        return -1;
+    }
+    // SAFETY: lseek on a descriptor that is still the directory we opened.
+    if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } != 0 {
+        forget_task_dir(fd);
+        return -1;
     }
     fd
 }
@@ -242,15 +233,20 @@ fn held_task_dir(pid: i32) -> i32 {
 /// have closed the number and opened something else there since it was checked).
 fn forget_task_dir(fd: i32) {
     TASK_FD.store(-1, Ordering::Relaxed);
-    // SAFETY: fstat into our own buffer; close of a descriptor that is still ours.
+    if is_task_dir(fd) {
+        // SAFETY: the descriptor is still the directory we opened.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Whether descriptor `fd` is open on the directory we opened (its device and inode).
+fn is_task_dir(fd: i32) -> bool {
+    // SAFETY: fstat of a descriptor number into our own buffer.
     unsafe {
         let mut st: libc::stat = core::mem::zeroed();
-        if libc::fstat(fd, &mut st) == 0
+        libc::fstat(fd, &mut st) == 0
             && st.st_dev as u64 == TASK_DEV.load(Ordering::Relaxed)
             && st.st_ino as u64 == TASK_INO.load(Ordering::Relaxed)
-        {
-            libc::close(fd);
-        }
     }
 }
 
