@@ -21,7 +21,8 @@
 //! next arena may be another shard's).
 //!
 //! Scavenger policy. A heap in use may keep `max(1 MiB, heap_inuse / 8)` of idle pages backed
-//! by memory (Go keeps about 10% over its goal). Above that, idle spans are released with
+//! by memory; the heap that holds the collector's spans may also keep in use plus idle up to the
+//! collector's goal plus 10% (its retain floor; Go keeps about 10% over its goal). Above that, idle spans are released with
 //! `MADV_DONTNEED`, biggest first, once they have been idle for `SCAVENGE_DELAY_MS`: pages freed
 //! and soon reused (a program cycling through big buffers) are never released and faulted back
 //! in. A heap that has handed out no span for `SCAVENGE_DELAY_MS` is idle and releases every
@@ -117,6 +118,10 @@ struct HeapInner {
     /// When a span was last handed out (`os::now_ms`): a heap unused for `SCAVENGE_DELAY_MS`
     /// is idle and gives all its idle pages back.
     last_use_ms: u64,
+    /// Bytes (in use plus idle and backed) the heap may keep whatever `inuse / 8` says: the
+    /// collector's heap goal plus 10% on the heap that holds its spans (see
+    /// [`MHeap::set_retain_floor`]); 0 otherwise.
+    retain_floor: usize,
 }
 
 // SAFETY: `arena_cur` points into memory the heap owns; like every span pointer in here, it is
@@ -156,6 +161,7 @@ impl MHeap {
                     meta_sys: 0,
                     background,
                     last_use_ms: 0,
+                    retain_floor: 0,
                 }),
             }
         }
@@ -271,6 +277,24 @@ impl MHeap {
             (*s).idle_since = os::now_ms();
             h.insert_coalesced(s);
         }
+        let wake = h.after_free();
+        drop(h);
+        self.wake_scavenger(wake);
+    }
+
+    /// Lets the heap keep up to `bytes` in use plus idle and backed (Go's scavenger keeps the
+    /// heap's retained memory up to 10% over the collector's goal): a collected heap shrinks
+    /// after each sweep and grows back to its goal before the next cycle, so idle pages under
+    /// the goal are about to be used again, and releasing them costs a page fault per page
+    /// when they are (GCBench released 1.5 GB in bursts after its sweeps, and faulted it back
+    /// in). The collector sets it on the heap that holds its spans; a lower floor lets the
+    /// scavenger release the excess (after the usual delay).
+    pub fn set_retain_floor(&self, bytes: usize) {
+        let mut h = self.inner.lock();
+        if h.retain_floor == bytes {
+            return;
+        }
+        h.retain_floor = bytes;
         let wake = h.after_free();
         drop(h);
         self.wake_scavenger(wake);
@@ -741,9 +765,12 @@ impl HeapInner {
         (self.sys - self.inuse).saturating_sub(self.released_bytes)
     }
 
-    /// Backed idle bytes the heap may keep.
+    /// Backed idle bytes the heap may keep: `max(RETAIN_MIN, inuse / 8)`, or up to the retain
+    /// floor in all.
     fn retain_limit(&self) -> usize {
-        RETAIN_MIN.max(self.inuse / 8)
+        RETAIN_MIN
+            .max(self.inuse / 8)
+            .max(self.retain_floor.saturating_sub(self.inuse))
     }
 
     /// Applies the scavenger policy (module docs) after pages became idle: releases at once
@@ -945,6 +972,37 @@ mod tests {
         );
         // SAFETY: live span of ours.
         unsafe { h.free(s) };
+    }
+
+    /// Idle pages under the retain floor stay backed (a heap without a background scavenger
+    /// releases the excess at once when a span is freed); lowering the floor releases them.
+    #[test]
+    fn retain_floor_keeps_idle_pages() {
+        let h = MHeap::new();
+        h.set_retain_floor(32 << 20);
+        let keep = h.alloc(64, 0);
+        let big = h.alloc(1024, 0);
+        assert!(!big.is_null() && !keep.is_null());
+        // SAFETY: the span is ours; we dirty its pages, then free it.
+        unsafe {
+            core::ptr::write_bytes((*big).start, 1, (*big).bytes());
+            let before = h.stats().released;
+            h.free(big);
+            assert_eq!(
+                h.stats().released,
+                before,
+                "8 MiB idle under a 32 MiB floor"
+            );
+        }
+        h.set_retain_floor(0);
+        let st = h.stats();
+        assert!(
+            st.sys - st.inuse - st.released <= RETAIN_MIN,
+            "idle and backed after the floor fell: {}",
+            st.sys - st.inuse - st.released
+        );
+        // SAFETY: ours, in use.
+        unsafe { h.free(keep) };
     }
 
     #[test]

@@ -289,6 +289,15 @@ fn set_goal(live: usize) -> usize {
     LIMIT_SETS_GOAL.store(by_limit, Ordering::Relaxed);
     NEXT_GC.store(g, Ordering::Relaxed);
     TRIGGER.store(pacer::trigger(live, g), Ordering::Relaxed);
+    // The page heap keeps idle pages up to the goal plus 10%: the heap grows back to the goal
+    // before the next cycle. Not with GOGC off (no goal) nor under a memory limit, whose room
+    // counts idle pages (the limit's own margin decides there).
+    let floor = if gogc() < 0 || memory_limit() != i64::MAX {
+        0
+    } else {
+        g.saturating_add(g / 10)
+    };
+    crate::HEAPS[0].set_retain_floor(floor);
     g
 }
 /// Whether the memory limit (not GOGC) set the current goal: then an allocating thread waits
