@@ -36,6 +36,10 @@ pub struct Span {
     pub start: *mut u8,
     /// Length in 8 KiB pages.
     pub npages: usize,
+    /// `GC` spans: the collector's record of the span (bitmaps, scan or not). Beside `start`,
+    /// `npages` and `state`, which a conservative lookup reads with it (one cache line).
+    #[cfg(feature = "gc")]
+    pub gc: *mut crate::gc::heap::GcSpan,
     pub next: *mut Span,
     pub prev: *mut Span,
     /// `FREE`, `SMALL` or `LARGE`.
@@ -66,9 +70,6 @@ pub struct Span {
     /// the program (so a second free of it is seen).
     #[cfg(feature = "checked")]
     pub alloc_bits: [core::sync::atomic::AtomicU64; 16],
-    /// `GC` spans: the collector's record of the span (bitmaps, scan or not).
-    #[cfg(feature = "gc")]
-    pub gc: *mut crate::gc::heap::GcSpan,
 }
 
 impl Span {

@@ -55,32 +55,40 @@ const SWEEP_HELP: usize = 64;
 const MAX_OBJECTS: usize = 1024;
 const WORDS: usize = MAX_OBJECTS / 64;
 
-/// The collector's record of one GC span.
+/// Index of the alloc word and of the mark word in a pair of [`GcSpan::bits`].
+const A: usize = 0;
+const M: usize = 1;
+
+/// The collector's record of one GC span. Laid out for the mark (`find_object` and
+/// `try_mark`): the fields it reads come first, and each alloc word sits beside its mark word,
+/// so that a lookup touches two cache lines of the record, not three (cachegrind: a third fewer
+/// L1 data misses in `mark_word` on GCBench; the wall time of its marks did not move beyond
+/// this VM's noise, as the scan's own misses on object contents dominate).
+#[repr(C)]
 pub struct GcSpan {
     pub span: *mut Span,
-    /// Bit `i`: object `i` is allocated.
-    pub alloc: [u64; WORDS],
-    /// Bit `i`: object `i` was reached by the current mark.
-    pub mark: [u64; WORDS],
-    /// The concurrent mark's bits while `gccheckmark` marks again (`save_marks`).
-    check: [u64; WORDS],
-    /// Its objects are never scanned.
-    pub noscan: bool,
     /// Object size (span bytes for a large object) and count.
     pub size: usize,
     pub nelems: usize,
-    pub nfree: usize,
-    /// Where the search for a free slot starts.
-    hint: usize,
     /// `u32::MAX / size + 1`, for [`GcSpan::index_of`] (0 for a large object's span).
     div_mul: u32,
+    /// Its objects are never scanned.
+    pub noscan: bool,
     in_partial: bool,
     /// The sweep generation this span was last swept in (`GcHeap::gen`): behind it, its
     /// mark bits are those of the last mark, not yet applied.
     swept: u32,
+    pub nfree: usize,
+    /// Where the search for a free slot starts.
+    hint: usize,
     next_partial: *mut GcSpan,
     next: *mut GcSpan,
     prev: *mut GcSpan,
+    /// Word `w` of the alloc bitmap (`[A]`: bit `i % 64` set when object `i` is allocated)
+    /// and of the mark bitmap (`[M]`: object `i` was reached by the current mark).
+    bits: [[u64; 2]; WORDS],
+    /// The concurrent mark's bits while `gccheckmark` marks again (`save_marks`).
+    check: [u64; WORDS],
 }
 
 impl GcSpan {
@@ -91,7 +99,7 @@ impl GcSpan {
         // SAFETY: an aligned u64 of this live record; every access during a concurrent mark is
         // atomic (reads here, writes through `set_alloc_word`).
         unsafe {
-            core::sync::atomic::AtomicU64::from_ptr(ptr::addr_of!(self.alloc[w]).cast_mut())
+            core::sync::atomic::AtomicU64::from_ptr(ptr::addr_of!(self.bits[w][A]).cast_mut())
                 .load(core::sync::atomic::Ordering::Relaxed)
         }
     }
@@ -101,7 +109,7 @@ impl GcSpan {
     fn set_alloc_word(&mut self, w: usize, v: u64) {
         // SAFETY: as `alloc_word`.
         unsafe {
-            core::sync::atomic::AtomicU64::from_ptr(&mut self.alloc[w])
+            core::sync::atomic::AtomicU64::from_ptr(&mut self.bits[w][A])
                 .store(v, core::sync::atomic::Ordering::Relaxed)
         }
     }
@@ -117,7 +125,7 @@ impl GcSpan {
     pub fn is_marked(&self, i: usize) -> bool {
         // SAFETY: an aligned u64 of this live record, accessed atomically while markers run.
         let m = unsafe {
-            core::sync::atomic::AtomicU64::from_ptr(ptr::addr_of!(self.mark[i / 64]).cast_mut())
+            core::sync::atomic::AtomicU64::from_ptr(ptr::addr_of!(self.bits[i / 64][M]).cast_mut())
                 .load(core::sync::atomic::Ordering::Relaxed)
         };
         m & (1 << (i % 64)) != 0
@@ -129,7 +137,7 @@ impl GcSpan {
     pub fn try_mark(&mut self, i: usize) -> bool {
         let bit = 1u64 << (i % 64);
         // SAFETY: an aligned u64 of this record, accessed atomically by every marker.
-        let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(&mut self.mark[i / 64]) };
+        let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(&mut self.bits[i / 64][M]) };
         if word.load(core::sync::atomic::Ordering::Relaxed) & bit != 0 {
             return false;
         }
@@ -146,7 +154,7 @@ impl GcSpan {
     #[inline]
     pub fn set_marks(&mut self, w: usize, bits: u64) {
         // SAFETY: an aligned u64 of this record, accessed atomically by every marker.
-        let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(&mut self.mark[w]) };
+        let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(&mut self.bits[w][M]) };
         word.fetch_or(bits, core::sync::atomic::Ordering::Relaxed);
     }
 
@@ -165,7 +173,7 @@ impl GcSpan {
         let start = self.hint.min(self.nelems) / 64;
         for k in 0..=words {
             let w = (start + k) % words;
-            let mut free = !self.alloc[w];
+            let mut free = !self.bits[w][A];
             if k == 0 {
                 // Below the hint in the first word only on the wrap-around (k == words).
                 free &= u64::MAX << (self.hint % 64);
@@ -293,7 +301,7 @@ impl GcHeap {
             let Some(i) = (*g).find_free() else {
                 return ptr::null_mut();
             };
-            let w = (*g).alloc[i / 64] | 1 << (i % 64);
+            let w = (*g).bits[i / 64][A] | 1 << (i % 64);
             (*g).set_alloc_word(i / 64, w);
             (*g).nfree -= 1;
             (*g).hint = i + 1;
@@ -350,7 +358,7 @@ impl GcHeap {
                 let (nelems, size) = ((*g).nelems, (*g).size);
                 let black = super::mark::marking();
                 for w in 0..nelems.div_ceil(64) {
-                    let mut free = !(*g).alloc[w];
+                    let mut free = !(*g).bits[w][A];
                     if w == nelems / 64 {
                         free &= (1u64 << (nelems % 64)) - 1;
                     }
@@ -359,7 +367,7 @@ impl GcHeap {
                         let b = free.trailing_zeros() as usize;
                         free &= free - 1;
                         taken |= 1 << b;
-                        let v = (*g).alloc[w] | 1 << b;
+                        let v = (*g).bits[w][A] | 1 << b;
                         (*g).set_alloc_word(w, v);
                         let p = (*g).object(w * 64 + b);
                         f(p);
@@ -394,11 +402,11 @@ impl GcHeap {
         // SAFETY: `g` is a live record of ours (found under our lock) and `i` an allocated
         // object of it, which the precondition says nobody uses.
         unsafe {
-            let w = (*g).alloc[i / 64] & !(1 << (i % 64));
+            let w = (*g).bits[i / 64][A] & !(1 << (i % 64));
             (*g).set_alloc_word(i / 64, w);
             // A reserved slot may have been marked (conservative words point at cached
             // slots); the free slot starts white.
-            core::sync::atomic::AtomicU64::from_ptr(&mut (*g).mark[i / 64])
+            core::sync::atomic::AtomicU64::from_ptr(&mut (*g).bits[i / 64][M])
                 .fetch_and(!(1 << (i % 64)), core::sync::atomic::Ordering::Relaxed);
             (*g).nfree += 1;
             self.stats.live -= (*g).size;
@@ -440,8 +448,7 @@ impl GcHeap {
             };
             g.write(GcSpan {
                 span: s,
-                alloc: [0; WORDS],
-                mark: [0; WORDS],
+                bits: [[0; 2]; WORDS],
                 check: [0; WORDS],
                 noscan,
                 size,
@@ -603,10 +610,10 @@ impl GcHeap {
             (*g).swept = self.gen;
             let mut dead = 0usize;
             for w in 0..WORDS {
-                let gone = (*g).alloc[w] & !(*g).mark[w];
+                let gone = (*g).bits[w][A] & !(*g).bits[w][M];
                 dead += gone.count_ones() as usize;
-                (*g).alloc[w] &= (*g).mark[w];
-                (*g).mark[w] = 0;
+                (*g).bits[w][A] &= (*g).bits[w][M];
+                (*g).bits[w][M] = 0;
             }
             if dead > 0 {
                 self.stats.live -= dead * (*g).size;
@@ -631,7 +638,11 @@ impl GcHeap {
     pub fn clear_marks(&mut self) {
         for g in self.spans() {
             // SAFETY: live records under our lock; no marker runs.
-            unsafe { (*g).mark = [0; WORDS] };
+            unsafe {
+                for b in &mut (*g).bits {
+                    b[M] = 0;
+                }
+            }
         }
     }
 
@@ -640,8 +651,10 @@ impl GcHeap {
         for g in self.spans() {
             // SAFETY: as `clear_marks`.
             unsafe {
-                (*g).check = (*g).mark;
-                (*g).mark = [0; WORDS];
+                for (c, b) in (*g).check.iter_mut().zip(&mut (*g).bits) {
+                    *c = b[M];
+                    b[M] = 0;
+                }
             }
         }
     }
@@ -654,11 +667,11 @@ impl GcHeap {
             // SAFETY: as `clear_marks`.
             unsafe {
                 for w in 0..WORDS {
-                    let m = (*g).mark[w] & !(*g).check[w] & (*g).alloc[w];
+                    let m = (*g).bits[w][M] & !(*g).check[w] & (*g).bits[w][A];
                     if m != 0 && missed.is_none() {
                         missed = Some((*g).object(w * 64 + m.trailing_zeros() as usize).addr());
                     }
-                    (*g).mark[w] |= (*g).check[w];
+                    (*g).bits[w][M] |= (*g).check[w];
                 }
             }
         }
@@ -804,8 +817,7 @@ mod tests {
             let bytes = size_class::class_pages(c) * size_class::PAGE_SIZE;
             let g = GcSpan {
                 span: ptr::null_mut(),
-                alloc: [0; WORDS],
-                mark: [0; WORDS],
+                bits: [[0; 2]; WORDS],
                 check: [0; WORDS],
                 noscan: false,
                 size,
@@ -829,8 +841,7 @@ mod tests {
     fn find_free_wraps_and_respects_nelems() {
         let mut g = GcSpan {
             span: ptr::null_mut(),
-            alloc: [u64::MAX; WORDS],
-            mark: [0; WORDS],
+            bits: [[u64::MAX, 0]; WORDS],
             check: [0; WORDS],
             noscan: false,
             size: 80,
@@ -845,8 +856,8 @@ mod tests {
             prev: ptr::null_mut(),
         };
         assert_eq!(g.find_free(), None, "bits past nelems are not objects");
-        g.alloc[1] &= !(1 << 37); // object 101, the last
-        g.alloc[0] &= !(1 << 3);
+        g.bits[1][A] &= !(1 << 37); // object 101, the last
+        g.bits[0][A] &= !(1 << 3);
         g.hint = 50;
         assert_eq!(g.find_free(), Some(101));
         g.hint = 102;
