@@ -10,7 +10,8 @@
 //! handler before the collector resumed it.
 //!
 //! What it proves, for every interleaving loom explores:
-//! - `stop_sees_frozen_stacks` (one collector, two mutators, one stop): after `stop` returns,
+//! - `stop_sees_frozen_stacks` (one collector, two mutators, one stop; the stop ends on a count
+//!   of the live threads, or lists them when the count shows more): after `stop` returns,
 //!   every live mutator is stopped, its recorded stack (`sp`/`top`) and its stack's contents
 //!   are visible to the collector, and no mutator leaves its handler before the resume.
 //! - `pending_signal_across_cycles` (two stops in a row, threads that stay in their handler
@@ -184,6 +185,16 @@ impl World for Proc {
             }
         }
         true
+    }
+
+    /// As the crate's `Linux` world, a count of the threads alive (here the mutators not
+    /// exited) that equals the threads stopped ends the stop without a listing.
+    fn same_threads(&self, stopped: usize) -> bool {
+        self.mutators
+            .iter()
+            .filter(|m| m.signal.load(Ordering::Acquire) != EXITED)
+            .count()
+            == stopped
     }
 
     /// As the crate's `Linux` world, the threads the last stop stopped are hinted: here the

@@ -1076,6 +1076,7 @@ impl RootSet<'_, '_> {
             Pass::Termination => (0, true),
             Pass::Check(floor) => (floor, false),
         };
+        // The laps' order here is the order `print_pauses` names them in.
         self.caches.mark_all();
         laps.lap();
         let here = scan_thread_roots(self.stopped, self.segments, floor, force, grey);
@@ -1574,9 +1575,9 @@ fn print_pauses(n: u64, t: &Times) {
             &mut l,
             &[
                 "stop",
+                "caches",
                 "stacks",
                 "statics",
-                "caches",
                 "malloc",
                 "drain",
                 "checkmark",
@@ -1587,7 +1588,7 @@ fn print_pauses(n: u64, t: &Times) {
         t.laps1.print(
             &mut l,
             &[
-                "stop", "stacks", "statics", "caches", "malloc", "drain", "resume",
+                "stop", "caches", "stacks", "statics", "malloc", "drain", "resume",
             ],
         );
     }

@@ -21,7 +21,8 @@
 //!                                                slot.sp, slot.top; slot.acked = gen (Release)
 //! wait until slot.acked == gen (Acquire),  <~~~  sleep until RESUMED has reached gen (Acquire)
 //!   or leave the thread running: tid = -tid
-//! list again until no new thread appears
+//! count the threads: only the stopped ones (and the collector, exempt helpers)? done;
+//! else list again until no new thread appears
 //! ... read every acked slot's sp/top, scan ...
 //! resume: RESUMED = gen (Release), wake all  ~~~>  return from the handler
 //! ```
@@ -101,6 +102,13 @@ pub trait World {
     /// the usual case: a stop lists once instead of twice. Only a hint: a listing that finds
     /// no new thread still ends every stop, and a tid that is gone fails its signal.
     fn hint(&self, _f: &mut dyn FnMut(i32)) {}
+    /// Whether the process has no thread to stop but the `stopped` ones that acknowledged
+    /// this stop (a count of its threads, cheaper than a listing): the stop then ends without
+    /// a listing. True only if no other thread can exist (false is always safe: the stop
+    /// lists the threads instead).
+    fn same_threads(&self, _stopped: usize) -> bool {
+        false
+    }
     /// Sends `tid` the suspend signal; false if the thread is gone.
     fn signal(&self, tid: i32) -> bool;
     /// Called on each turn (from 1) of waiting for `tid` to acknowledge; pauses briefly and
@@ -220,12 +228,21 @@ impl Handshake {
         // The threads hinted are stopped before the first listing, so a listing that finds
         // nothing new ends the stop as it would after the first round of signals.
         world.hint(&mut |tid| add(tid, &mut n, &mut full));
-        // Slots below `before` are stopped (or left running).
+        // Slots below `before` are stopped (or left running); `acked` of them are stopped.
         let mut before = 0;
+        let mut acked = 0;
         loop {
-            // Every thread signalled is stopped: list (the first time round, unless hinted
-            // threads are still to be waited for below).
+            // Every thread signalled is stopped: count the threads, else list them (the first
+            // time round, unless hinted threads are still to be waited for below).
             if before == n && !full {
+                if world.same_threads(acked) {
+                    return Ok(Stopped {
+                        gen,
+                        base,
+                        n,
+                        gave_up,
+                    });
+                }
                 let listed = world.threads(&mut |tid| add(tid, &mut n, &mut full));
                 if !listed {
                     self.resume(Stopped {
@@ -256,7 +273,7 @@ impl Handshake {
             }
             for s in &table[before..n] {
                 match Self::wait_for(s, gen, world) {
-                    Wait::Acked => {}
+                    Wait::Acked => acked += 1,
                     Wait::LeftRunning => gave_up = true,
                     Wait::Abort => {
                         self.resume(Stopped {
