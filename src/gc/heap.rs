@@ -224,6 +224,8 @@ pub struct GcHeapStats {
     pub live: usize,
     /// Bytes of GC spans.
     pub spans: usize,
+    /// The most bytes of GC spans since the collector last took it (`take_peak_spans`).
+    pub peak_spans: usize,
     /// Objects allocated and freed since the start.
     pub nmalloc: u64,
     pub nfree: u64,
@@ -257,6 +259,7 @@ pub(crate) static GC_HEAP: Mutex<GcHeap> = Mutex::new(GcHeap {
     stats: GcHeapStats {
         live: 0,
         spans: 0,
+        peak_spans: 0,
         nmalloc: 0,
         nfree: 0,
     },
@@ -485,6 +488,7 @@ impl GcHeap {
                 self.push_partial(g, class);
             }
             self.stats.spans += (*s).bytes();
+            self.stats.peak_spans = self.stats.peak_spans.max(self.stats.spans);
         }
         g
     }

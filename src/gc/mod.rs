@@ -289,13 +289,16 @@ fn set_goal(live: usize) -> usize {
     LIMIT_SETS_GOAL.store(by_limit, Ordering::Relaxed);
     NEXT_GC.store(g, Ordering::Relaxed);
     TRIGGER.store(pacer::trigger(live, g), Ordering::Relaxed);
-    // The page heap keeps idle pages up to the goal plus 10%: the heap grows back to the goal
-    // before the next cycle. Not with GOGC off (no goal) nor under a memory limit, whose room
-    // counts idle pages (the limit's own margin decides there).
+    // The page heap keeps idle pages up to 10% over the goal or over the most span bytes the
+    // last cycle reached (spans hold more than their objects: slots not yet reused, a lazy
+    // sweep's garbage): the heap grows back there before the next cycle. Not with GOGC off (no
+    // goal) nor under a memory limit, whose room counts idle pages (the limit's own margin
+    // decides there).
     let floor = if gogc() < 0 || memory_limit() != i64::MAX {
         0
     } else {
-        g.saturating_add(g / 10)
+        let peak = GC_PEAK_SPANS.load(Ordering::Relaxed);
+        g.max(peak).saturating_add(g.max(peak) / 10)
     };
     crate::HEAPS[0].set_retain_floor(floor);
     g
@@ -440,6 +443,8 @@ fn goal(live: usize) -> (usize, bool) {
 
 /// Bytes of GC spans at the end of the last cycle (for the memory limit).
 static GC_HEAP_SPANS: AtomicUsize = AtomicUsize::new(0);
+/// The most bytes of GC spans between the last two cycles' ends (for the retain floor).
+static GC_PEAK_SPANS: AtomicUsize = AtomicUsize::new(0);
 
 // ---- start-up, the timer thread, fork ------------------------------------------------------
 
@@ -1224,6 +1229,8 @@ fn finish(
     // trigger, not into the goal's base.
     let after = h.stats.live.saturating_sub(h.sweep_alloc);
     GC_HEAP_SPANS.store(h.stats.spans, Ordering::Relaxed);
+    GC_PEAK_SPANS.store(h.stats.peak_spans, Ordering::Relaxed);
+    h.stats.peak_spans = h.stats.spans;
     drop(h);
     // The goal may read the allocator's statistics (memory limit): outside `GC_HEAP`.
     set_goal(after);
