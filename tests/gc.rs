@@ -320,14 +320,13 @@ fn pacing() {
     let s = gc::stats();
     assert!(s.num_gc > n0, "no automatic cycle");
     // Little survives, so the goal is the 4 MiB minimum; a cycle starts on the allocation
-    // that reaches it. Rarely (twice in about 70 runs over two sessions) a cycle's sweep
-    // leaves `live` at 2-4 MB with nothing kept (gctrace `2->3->4 MB`: more after the sweep
-    // than at mark termination), which doubles into a goal up to 8 MiB: an accounting gap not
-    // yet found.
-    // The bound still fails a goal taken from the heap before the cycle (9.6 MB made, so at
-    // least 16 MiB) or GOGC ignored.
+    // that reaches it. (From session 8 to 9 this accepted up to 8 MiB: a sweep finished by
+    // allocating threads before the collector took the lock back let what they allocated
+    // meanwhile count as kept by the mark, gctrace `3->4->4 MB`; the sweep now ends when the
+    // collector ends it.) A goal taken from the heap before the cycle (9.6 MB made, so at
+    // least 16 MiB) or GOGC ignored fails it too.
     assert!(
-        (4 << 20..=8 << 20).contains(&s.next_gc),
+        s.next_gc == 4 << 20,
         "goal {} after cycles of garbage (heap at most {max_live}, live now {})",
         s.next_gc,
         s.heap_live

@@ -244,6 +244,8 @@ pub(crate) struct GcHeap {
     /// sweep is over, is what the mark kept (Go's heapMarked), which the next goal is set
     /// from.
     pub sweep_alloc: usize,
+    /// Between `begin_sweep` and `end_sweep` (see `sweeping`).
+    sweep_open: bool,
 }
 
 // SAFETY: the raw pointers are records and spans owned by this structure, used under its lock.
@@ -256,6 +258,7 @@ pub(crate) static GC_HEAP: Mutex<GcHeap> = Mutex::new(GcHeap {
     gen: 0,
     cursor: ptr::null_mut(),
     sweep_alloc: 0,
+    sweep_open: false,
     stats: GcHeapStats {
         live: 0,
         spans: 0,
@@ -284,7 +287,7 @@ impl GcHeap {
             let npages = size.div_ceil(size_class::PAGE_SIZE);
             // Proportional sweep (Go's deductSweepCredit), by its pages, within a bound (one
             // huge object must not sweep the whole heap under the lock).
-            if self.sweeping() {
+            if self.sweep_pending() {
                 self.sweep_some(npages.saturating_mul(SWEEP_PER_PAGE).min(1024));
             }
             self.new_span(npages, 0, noscan)
@@ -343,7 +346,7 @@ impl GcHeap {
         // Proportional sweep (Go's deductSweepCredit): every refill during a sweep sweeps
         // `SWEEP_RATIO` spans first, so the sweep ends within an allocation of a fraction of
         // the heap, whoever else holds the lock (allocation starts no cycle until it ends).
-        if self.sweeping() {
+        if self.sweep_pending() {
             self.sweep_some(SWEEP_RATIO);
         }
         let mut got = 0;
@@ -536,7 +539,7 @@ impl GcHeap {
         loop {
             let g = self.partial[noscan as usize][class];
             if g.is_null() {
-                if !self.sweeping() || help == 0 {
+                if !self.sweep_pending() || help == 0 {
                     return g;
                 }
                 self.sweep_some(8);
@@ -560,11 +563,29 @@ impl GcHeap {
         self.gen = self.gen.wrapping_add(1);
         self.cursor = self.all;
         self.sweep_alloc = 0;
+        self.sweep_open = true;
     }
 
-    /// Whether a sweep is in progress (between a mark's end and the end of its sweep, `live`
-    /// still counts the unreached objects of spans not yet swept).
+    /// Ends the sweep begun by `begin_sweep` once every span is swept, after the collector
+    /// read `live` and `sweep_alloc` for the next goal.
+    pub fn end_sweep(&mut self) {
+        debug_assert!(!self.sweep_pending());
+        self.sweep_open = false;
+    }
+
+    /// Whether a sweep is in progress: from a mark's end until the collector ends the sweep
+    /// (`live` still counts the unreached objects of spans not yet swept, and the goal is the
+    /// last cycle's). Allocating threads may sweep the last span before the collector gets
+    /// the lock back: until it does, what they allocate still counts in `sweep_alloc` (it did
+    /// not when the sweep's end was the cursor's: a thread allocating meanwhile, with the
+    /// collector's thread waiting for a CPU, put megabytes into what the mark seemed to keep,
+    /// and the next goal doubled).
     pub fn sweeping(&self) -> bool {
+        self.sweep_open
+    }
+
+    /// Whether spans remain unswept.
+    fn sweep_pending(&self) -> bool {
         !self.cursor.is_null()
     }
 

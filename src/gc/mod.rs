@@ -1228,6 +1228,7 @@ fn finish(
     // What the mark kept: what threads allocated during the sweep counts toward the next
     // trigger, not into the goal's base.
     let after = h.stats.live.saturating_sub(h.sweep_alloc);
+    h.end_sweep();
     GC_HEAP_SPANS.store(h.stats.spans, Ordering::Relaxed);
     GC_PEAK_SPANS.store(h.stats.peak_spans, Ordering::Relaxed);
     h.stats.peak_spans = h.stats.spans;
