@@ -23,7 +23,9 @@
 //! The sweep is Go's lazy one: when a mark ends, `begin_sweep` makes every span unswept (a
 //! generation number), and spans are swept one at a time, by the collector in chunks that
 //! release the lock between them (`sweep_some`) and by allocations that need a span of their
-//! class (`swept_partial`). During a
+//! class (`swept_partial`); what is allocated counts against the sweep (`sweep_alloc`) until
+//! the collector has read what the mark kept (`end_sweep`), even if allocations swept the last
+//! span before. During a
 //! concurrent mark, markers read records without the lock: a span becomes a GC span with its
 //! record initialised before its state is published (release/acquire), alloc and mark words
 //! are accessed atomically, and no GC span stops being one (no sweep, no release of an empty
@@ -244,7 +246,11 @@ pub(crate) struct GcHeap {
     /// sweep is over, is what the mark kept (Go's heapMarked), which the next goal is set
     /// from.
     pub sweep_alloc: usize,
-    /// Between `begin_sweep` and `end_sweep` (see `sweeping`).
+    /// Between `begin_sweep` and `end_sweep`: allocations count in `sweep_alloc`. Not the
+    /// same as `sweeping()`: allocating threads may sweep the last span before the collector
+    /// takes the lock back, and what they allocate until it does must still count (when it
+    /// did not, a thread allocating while the collector's thread waited for a CPU put
+    /// megabytes into what the mark seemed to keep, and the next goal doubled).
     sweep_open: bool,
 }
 
@@ -287,7 +293,7 @@ impl GcHeap {
             let npages = size.div_ceil(size_class::PAGE_SIZE);
             // Proportional sweep (Go's deductSweepCredit), by its pages, within a bound (one
             // huge object must not sweep the whole heap under the lock).
-            if self.sweep_pending() {
+            if self.sweeping() {
                 self.sweep_some(npages.saturating_mul(SWEEP_PER_PAGE).min(1024));
             }
             self.new_span(npages, 0, noscan)
@@ -346,7 +352,7 @@ impl GcHeap {
         // Proportional sweep (Go's deductSweepCredit): every refill during a sweep sweeps
         // `SWEEP_RATIO` spans first, so the sweep ends within an allocation of a fraction of
         // the heap, whoever else holds the lock (allocation starts no cycle until it ends).
-        if self.sweep_pending() {
+        if self.sweeping() {
             self.sweep_some(SWEEP_RATIO);
         }
         let mut got = 0;
@@ -539,7 +545,7 @@ impl GcHeap {
         loop {
             let g = self.partial[noscan as usize][class];
             if g.is_null() {
-                if !self.sweep_pending() || help == 0 {
+                if !self.sweeping() || help == 0 {
                     return g;
                 }
                 self.sweep_some(8);
@@ -566,26 +572,16 @@ impl GcHeap {
         self.sweep_open = true;
     }
 
-    /// Ends the sweep begun by `begin_sweep` once every span is swept, after the collector
-    /// read `live` and `sweep_alloc` for the next goal.
+    /// Closes the sweep's count of allocations (`sweep_alloc`) once the collector has read it
+    /// with `live` for the next goal (every span is swept by then).
     pub fn end_sweep(&mut self) {
-        debug_assert!(!self.sweep_pending());
+        debug_assert!(!self.sweeping());
         self.sweep_open = false;
     }
 
-    /// Whether a sweep is in progress: from a mark's end until the collector ends the sweep
-    /// (`live` still counts the unreached objects of spans not yet swept, and the goal is the
-    /// last cycle's). Allocating threads may sweep the last span before the collector gets
-    /// the lock back: until it does, what they allocate still counts in `sweep_alloc` (it did
-    /// not when the sweep's end was the cursor's: a thread allocating meanwhile, with the
-    /// collector's thread waiting for a CPU, put megabytes into what the mark seemed to keep,
-    /// and the next goal doubled).
+    /// Whether a sweep is in progress (between a mark's end and the end of its sweep, `live`
+    /// still counts the unreached objects of spans not yet swept).
     pub fn sweeping(&self) -> bool {
-        self.sweep_open
-    }
-
-    /// Whether spans remain unswept.
-    fn sweep_pending(&self) -> bool {
         !self.cursor.is_null()
     }
 
@@ -593,7 +589,7 @@ impl GcHeap {
     fn count_alloc(&mut self, size: usize) {
         self.stats.live += size;
         self.stats.nmalloc += 1;
-        if self.sweeping() {
+        if self.sweep_open {
             self.sweep_alloc += size;
         }
     }
