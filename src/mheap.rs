@@ -21,8 +21,9 @@
 //! next arena may be another shard's).
 //!
 //! Scavenger policy. A heap in use may keep `max(1 MiB, heap_inuse / 8)` of idle pages backed
-//! by memory; the heap that holds the collector's spans may also keep in use plus idle up to the
-//! collector's goal plus 10% (its retain floor; Go keeps about 10% over its goal). Above that, idle spans are released with
+//! by memory; the heap that holds the collector's spans may also keep in use plus idle up to
+//! its retain floor, 10% over the collector's goal or over the most span bytes its last cycle
+//! reached (Go keeps about 10% over its goal). Above that, idle spans are released with
 //! `MADV_DONTNEED`, biggest first, once they have been idle for `SCAVENGE_DELAY_MS`: pages freed
 //! and soon reused (a program cycling through big buffers) are never released and faulted back
 //! in. A heap that has handed out no span for `SCAVENGE_DELAY_MS` is idle and releases every
@@ -30,7 +31,8 @@
 //! (`scavenger`) that sleeps on a futex and ticks while idle pages or transfer-cache batches
 //! remain; a program that frees everything and goes idle is back within a few MiB of its
 //! starting RSS about a second later. If that thread cannot start, or idle backed pages exceed
-//! `max(64 MiB, heap_inuse)`, the freeing thread releases at once instead.
+//! `max(64 MiB, heap_inuse, retain floor)`, the freeing thread releases at once instead (down
+//! to half the retain limit; under a retain floor, down to the limit).
 //! [`MHeap::scavenge_all`] (behind `gomalloc::release_memory`) releases everything now.
 //!
 //! Invariants (all under the heap's one lock): `inuse + idle == sys`; a free span is on exactly
@@ -118,9 +120,9 @@ struct HeapInner {
     /// When a span was last handed out (`os::now_ms`): a heap unused for `SCAVENGE_DELAY_MS`
     /// is idle and gives all its idle pages back.
     last_use_ms: u64,
-    /// Bytes (in use plus idle and backed) the heap may keep whatever `inuse / 8` says: the
-    /// collector's heap goal plus 10% on the heap that holds its spans (see
-    /// [`MHeap::set_retain_floor`]); 0 otherwise.
+    /// Bytes (in use plus idle and backed) the heap may keep whatever `inuse / 8` says, set by
+    /// the collector on the heap that holds its spans (see [`MHeap::set_retain_floor`]); 0
+    /// otherwise.
     retain_floor: usize,
 }
 

@@ -320,11 +320,11 @@ fn pacing() {
     let s = gc::stats();
     assert!(s.num_gc > n0, "no automatic cycle");
     // Little survives, so the goal is the 4 MiB minimum; a cycle starts on the allocation
-    // that reaches it. (From session 8 to 9 this accepted up to 8 MiB: a sweep finished by
-    // allocating threads before the collector took the lock back let what they allocated
-    // meanwhile count as kept by the mark, gctrace `3->4->4 MB`; the sweep now ends when the
-    // collector ends it.) A goal taken from the heap before the cycle (9.6 MB made, so at
-    // least 16 MiB) or GOGC ignored fails it too.
+    // that reaches it. (Session 9 accepted up to 8 MiB here: a sweep finished by allocating
+    // threads before the collector took the lock back let what they allocated meanwhile count
+    // as kept by the mark, gctrace `3->4->4 MB`; that count now stays open until the collector
+    // has read it, `GcHeap::end_sweep`.) A goal taken from the heap before the cycle (9.6 MB
+    // made, so at least 16 MiB) or GOGC ignored fails it too.
     assert!(
         s.next_gc == 4 << 20,
         "goal {} after cycles of garbage (heap at most {max_live}, live now {})",

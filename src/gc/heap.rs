@@ -226,7 +226,8 @@ pub struct GcHeapStats {
     pub live: usize,
     /// Bytes of GC spans.
     pub spans: usize,
-    /// The most bytes of GC spans since the collector last took it (`take_peak_spans`).
+    /// The most bytes of GC spans since the last cycle's end (the collector reads and resets
+    /// it there, for the page heap's retain floor).
     pub peak_spans: usize,
     /// Objects allocated and freed since the start.
     pub nmalloc: u64,
