@@ -1000,23 +1000,27 @@ mod tests {
         unsafe { h.free(s) };
     }
 
+    /// Sets `floor` on `h`, allocates a span of `keep` pages and then one of `big` pages, frees
+    /// the big one and returns the kept span and the bytes that free released.
+    fn free_under_floor(h: &MHeap, floor: usize, keep: usize, big: usize) -> (*mut Span, usize) {
+        h.set_retain_floor(floor);
+        let kept = h.alloc(keep, 0);
+        let s = h.alloc(big, 0);
+        assert!(!s.is_null() && !kept.is_null());
+        let before = h.stats().released;
+        // SAFETY: ours, in use, never touched.
+        unsafe { h.free(s) };
+        (kept, h.stats().released - before)
+    }
+
     /// Idle pages under the retain floor stay backed (a heap without a background scavenger
     /// releases the excess at once when a span is freed); lowering the floor releases them.
     #[test]
     fn retain_floor_keeps_idle_pages() {
         let h = MHeap::new();
-        h.set_retain_floor(4 << 20);
-        let keep = h.alloc(64, 0);
-        let big = h.alloc(192, 0); // 1.5 MiB, over RETAIN_MIN
-        assert!(!big.is_null() && !keep.is_null());
-        let before = h.stats().released;
-        // SAFETY: ours, in use.
-        unsafe { h.free(big) };
-        assert_eq!(
-            h.stats().released,
-            before,
-            "1.5 MiB idle under a 4 MiB floor"
-        );
+        // 1.5 MiB idle (over RETAIN_MIN) under a 4 MiB floor.
+        let (keep, released) = free_under_floor(&h, 4 << 20, 64, 192);
+        assert_eq!(released, 0, "1.5 MiB idle under a 4 MiB floor");
         h.set_retain_floor(0);
         let st = h.stats();
         assert!(
@@ -1036,19 +1040,10 @@ mod tests {
     #[cfg_attr(miri, ignore = "110 MiB of heap, and no scavenger thread under Miri")]
     fn retain_floor_raises_the_hard_bound() {
         let h = MHeap::new_global();
-        h.set_retain_floor(100 << 20);
-        let keep = h.alloc(40 << 7, 0); // 40 MiB of 8 KiB pages
-        let big = h.alloc(70 << 7, 0);
-        assert!(!big.is_null() && !keep.is_null());
-        let before = h.stats().released;
-        // SAFETY: ours, in use; never touched.
-        unsafe { h.free(big) };
-        assert_eq!(
-            h.stats().released,
-            before,
-            "70 MiB idle under a 100 MiB floor"
-        );
-        // SAFETY: as above.
+        // 40 MiB in use, then 70 MiB idle, of 8 KiB pages.
+        let (keep, released) = free_under_floor(&h, 100 << 20, 40 << 7, 70 << 7);
+        assert_eq!(released, 0, "70 MiB idle under a 100 MiB floor");
+        // SAFETY: ours, in use.
         unsafe { h.free(keep) };
     }
 
