@@ -226,8 +226,8 @@ pub struct GcHeapStats {
     pub live: usize,
     /// Bytes of GC spans.
     pub spans: usize,
-    /// The most bytes of GC spans since the last cycle's end (the collector reads and resets
-    /// it there, for the page heap's retain floor).
+    /// The most bytes of GC spans since the last `take_peak_spans` (the collector takes it at
+    /// each cycle's end, for the page heap's retain floor).
     pub peak_spans: usize,
     /// Objects allocated and freed since the start.
     pub nmalloc: u64,
@@ -246,7 +246,7 @@ pub(crate) struct GcHeap {
     /// Bytes allocated since the current (or last) sweep began: `live` less these, once the
     /// sweep is over, is what the mark kept (Go's heapMarked), which the next goal is set
     /// from.
-    pub sweep_alloc: usize,
+    sweep_alloc: usize,
     /// Between `begin_sweep` and `end_sweep`: allocations count in `sweep_alloc`. Not the
     /// same as `sweeping()`: allocating threads may sweep the last span before the collector
     /// takes the lock back, and what they allocate until it does must still count (when it
@@ -573,11 +573,18 @@ impl GcHeap {
         self.sweep_open = true;
     }
 
-    /// Closes the sweep's count of allocations (`sweep_alloc`) once the collector has read it
-    /// with `live` for the next goal (every span is swept by then).
-    pub fn end_sweep(&mut self) {
+    /// Ends the sweep (every span is swept by then) and returns what the mark kept (Go's
+    /// heapMarked): `live` less what was allocated since the sweep began, read in the same
+    /// call that closes that count.
+    pub fn end_sweep(&mut self) -> usize {
         debug_assert!(!self.sweeping());
         self.sweep_open = false;
+        self.stats.live.saturating_sub(self.sweep_alloc)
+    }
+
+    /// The most bytes of GC spans since the last call, and starts the next count from now.
+    pub fn take_peak_spans(&mut self) -> usize {
+        core::mem::replace(&mut self.stats.peak_spans, self.stats.spans)
     }
 
     /// Whether a sweep is in progress (between a mark's end and the end of its sweep, `live`

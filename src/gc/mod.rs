@@ -297,8 +297,8 @@ fn set_goal(live: usize) -> usize {
     let floor = if gogc() < 0 || memory_limit() != i64::MAX {
         0
     } else {
-        let peak = GC_PEAK_SPANS.load(Ordering::Relaxed);
-        g.max(peak).saturating_add(g.max(peak) / 10)
+        let base = g.max(GC_PEAK_SPANS.load(Ordering::Relaxed));
+        base.saturating_add(base / 10)
     };
     crate::HEAPS[0].set_retain_floor(floor);
     g
@@ -1227,11 +1227,9 @@ fn finish(
     }
     // What the mark kept: what threads allocated during the sweep counts toward the next
     // trigger, not into the goal's base.
-    let after = h.stats.live.saturating_sub(h.sweep_alloc);
-    h.end_sweep();
+    let after = h.end_sweep();
     GC_HEAP_SPANS.store(h.stats.spans, Ordering::Relaxed);
-    GC_PEAK_SPANS.store(h.stats.peak_spans, Ordering::Relaxed);
-    h.stats.peak_spans = h.stats.spans;
+    GC_PEAK_SPANS.store(h.take_peak_spans(), Ordering::Relaxed);
     drop(h);
     // The goal may read the allocator's statistics (memory limit): outside `GC_HEAP`.
     set_goal(after);

@@ -340,16 +340,12 @@ fn same_threads(pid: i32, me: i32, stopped: usize) -> bool {
     let mut known = [0i32; 2 + super::mark::MAX_WORKERS + 1];
     known[0] = me;
     let mut k = 1;
-    let scavenger = crate::scavenger::TID.load(Ordering::Acquire);
-    let helpers = EXEMPT
-        .iter()
-        .map(|e| e.load(Ordering::Acquire))
-        .chain(core::iter::once(scavenger));
-    for tid in helpers {
+    for (i, tid) in helper_tids().enumerate() {
         if tid == 0 || known[..k].contains(&tid) {
             continue;
         }
-        if k == known.len() || (tid == scavenger && !tgkill(pid, tid, 0)) {
+        let scavenger = i == EXEMPT.len();
+        if k == known.len() || (scavenger && !tgkill(pid, tid, 0)) {
             return false;
         }
         known[k] = tid;
@@ -555,8 +551,18 @@ pub fn resume(stopped: Stopped) {
 /// signals, so a helper not yet listed here still takes the signal; one that blocked it in
 /// between is recognised by `keep_waiting`.
 fn is_exempt(tid: i32) -> bool {
-    EXEMPT.iter().any(|e| e.load(Ordering::Acquire) == tid)
-        || crate::scavenger::TID.load(Ordering::Acquire) == tid
+    helper_tids().any(|h| h == tid)
+}
+
+/// The tids of gomalloc's helper threads (0 for a slot not in use): the timer thread, the
+/// mark workers, then the scavenger.
+fn helper_tids() -> impl Iterator<Item = i32> {
+    EXEMPT
+        .iter()
+        .map(|e| e.load(Ordering::Acquire))
+        .chain(core::iter::once(
+            crate::scavenger::TID.load(Ordering::Acquire),
+        ))
 }
 
 /// The process as the handshake sees it: its threads, `tgkill`, and the patience of the wait
