@@ -12,7 +12,8 @@
 //!
 //! Rules it keeps, from glibc's manual and code:
 //! - `malloc(0)` returns a unique pointer; every block of more than 8 bytes is 16-aligned
-//!   (every size class from 16 B up is a multiple of 16; checked at compile time);
+//!   (`malloc` takes `size_class::c_class`, the others ask for `malloc::c_align` at least: both
+//!   skip Go's 24-byte class);
 //! - `free(NULL)` does nothing; a pointer gomalloc never returned (from another allocator, or
 //!   handed out before the library was loaded) is left alone: its memory is not ours to reuse;
 //! - `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and returns NULL (glibc's
@@ -39,14 +40,14 @@ use core::ptr;
 /// Blocks of this size and more are aligned to it (glibc's `MALLOC_ALIGNMENT` on x86-64).
 const MIN_ALIGN: usize = 16;
 
-// `malloc(n)` asks for alignment 1: that gives 16 for every n > 8 only because every size
-// class from 16 B up is a multiple of 16 (objects sit at multiples of their class size from a
-// page-aligned span start).
+// `malloc(n)` asks for `malloc::c_align(n)`: 16 for n > 8. Every size class from 16 B up but
+// 24 is a multiple of 16 (objects sit at multiples of their class size from a page-aligned span
+// start), and an alignment-16 request skips 24 (`size_class::class_for_layout`).
 const _: () = {
     let mut c = 1;
     while c < crate::size_class::NUM_CLASSES {
         let size = crate::size_class::CLASS_SIZE[c] as usize;
-        assert!(size < MIN_ALIGN || size % MIN_ALIGN == 0);
+        assert!(size < MIN_ALIGN || size == 24 || size % MIN_ALIGN == 0);
         c += 1;
     }
 };
@@ -72,7 +73,7 @@ fn alloc(size: usize, align: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return enomem();
     }
-    let p = malloc::alloc(size.max(1), align);
+    let p = malloc::alloc(size.max(1), align.max(malloc::c_align(size)));
     if p.is_null() {
         return enomem();
     }
@@ -83,7 +84,7 @@ fn alloc_zeroed(size: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return enomem();
     }
-    let p = malloc::alloc_zeroed(size.max(1), 1);
+    let p = malloc::alloc_zeroed(size.max(1), malloc::c_align(size));
     if p.is_null() {
         return enomem();
     }
@@ -93,7 +94,14 @@ fn alloc_zeroed(size: usize) -> *mut c_void {
 /// `malloc(3)`.
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    alloc(size, 1)
+    if size > MAX_REQUEST {
+        return enomem();
+    }
+    let p = malloc::alloc_c(size.max(1));
+    if p.is_null() {
+        return enomem();
+    }
+    p.cast()
 }
 
 /// `free(3)`.
@@ -167,7 +175,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     if size > MAX_REQUEST {
         return libc::ENOMEM;
     }
-    let p = malloc::alloc(size.max(1), align);
+    let p = malloc::alloc(size.max(1), align.max(malloc::c_align(size)));
     if p.is_null() {
         return libc::ENOMEM;
     }

@@ -401,6 +401,35 @@ pub unsafe fn free_unsized(p: *mut u8) -> bool {
     }
 }
 
+/// The alignment C's allocation functions give a block of `size` bytes, at least: 16 from 9
+/// bytes up (glibc's `MALLOC_ALIGNMENT`, for `max_align_t`), else 8. A Rust `Layout` states
+/// its own alignment, so a 17-24 byte object aligned to 8 takes Go's 24-byte class; C's
+/// `malloc(24)` takes 32.
+#[cfg(feature = "c-abi")]
+#[inline(always)]
+pub fn c_align(size: usize) -> usize {
+    if size > 8 {
+        16
+    } else {
+        8
+    }
+}
+
+/// C's `malloc(size)` (`size >= 1`): as [`alloc`] with [`c_align`], one table lookup.
+#[cfg(feature = "c-abi")]
+#[inline(always)]
+pub fn alloc_c(size: usize) -> *mut u8 {
+    let class = size_class::c_class(size);
+    let p = if class != 0 {
+        mcache::alloc(class)
+    } else {
+        alloc_large(size, c_align(size)).0
+    };
+    // SAFETY: `p` is null or was just allocated for this request.
+    unsafe { hand_out(p, size, class, c_align(size), false) };
+    p
+}
+
 /// Resizes a block given only its address (C's `realloc`, `p` not null, `new_size` not 0).
 /// Null if memory ran out (the old block stays valid); aborts with a message for a pointer
 /// gomalloc does not know (its size cannot be found).
@@ -415,10 +444,10 @@ pub unsafe fn realloc_unsized(p: *mut u8, new_size: usize) -> *mut u8 {
         // SAFETY: as above.
         let (class, old) = unsafe { ((*s).class as usize, (*s).elem_size as usize) };
         // (Under memcheck the block moves: its recorded size is the old request's.)
-        if class_for_layout(new_size, 1) == class && !valgrind::running_on_valgrind() {
+        if size_class::c_class(new_size) == class && !valgrind::running_on_valgrind() {
             return p;
         }
-        let q = alloc(new_size, 1);
+        let q = alloc_c(new_size);
         if !q.is_null() {
             // SAFETY: both blocks are live and distinct; `p` is an object of `class`.
             unsafe {

@@ -1,10 +1,12 @@
 //! Size classes: which object size serves a request, and how many pages a span of that class
 //! takes. The table is generated at compile time by `generate`, a port of Go's
-//! `mksizeclasses.go` with one change: from 16 bytes up every class is a multiple of 16, so every
-//! block of 16 bytes or more is 16-byte aligned (what C's `max_align_t` and most SIMD code want).
+//! `mksizeclasses.go`, and is Go's table: 67 classes, 8 B to 32 KiB. Every class is a multiple
+//! of 8, and every class from 16 B up but 24 is a multiple of 16: a request aligned to 16 (and
+//! C's `malloc` of more than 8 bytes, for `max_align_t`) that would get 24 gets 32
+//! (`class_for_layout`), so a 17-24 byte Rust object aligned to 8 takes 24 bytes, not 32.
 //!
 //! How the table is built (as in Go):
-//! 1. Walk sizes in steps of the current alignment (8, then 16; 1/8 of the size from 128 B up;
+//! 1. Walk sizes in steps of the current alignment (8, then 16 from 32 B; 1/8 of the size from 128 B up;
 //!    256 from 2 KiB up), so the rounding waste inside an object stays near 12.5%.
 //! 2. For each size pick the smallest span (in 8 KiB pages) whose tail waste, the bytes left
 //!    over after the last whole object, is at most 1/8 of the span.
@@ -37,7 +39,7 @@ struct Table {
     n: usize,
 }
 
-/// Go's `makeClasses`, in const context (with 16-byte alignment from 16 bytes up).
+/// Go's `makeClasses`, in const context.
 const fn generate() -> Table {
     let mut t = Table {
         size: [0; MAX_CLASSES],
@@ -52,7 +54,7 @@ const fn generate() -> Table {
                 align = 256;
             } else if size >= 128 {
                 align = size / 8;
-            } else if size >= 16 {
+            } else if size >= 32 {
                 align = 16;
             }
         }
@@ -144,6 +146,33 @@ static SIZE_TO_CLASS128: [u8; (MAX_SMALL_SIZE - SMALL_SIZE_MAX) / LARGE_SIZE_DIV
     a
 };
 
+/// `SIZE_TO_CLASS8` for C's `malloc` (`c_class`): sizes 17-24 take 32, not 24.
+static SIZE_TO_CLASS8_C: [u8; SMALL_SIZE_MAX / SMALL_SIZE_DIV + 1] = {
+    let mut a = [0u8; SMALL_SIZE_MAX / SMALL_SIZE_DIV + 1];
+    let mut i = 0;
+    while i < a.len() {
+        let mut c = class_for_size_linear(i * SMALL_SIZE_DIV) as usize;
+        if TABLE.size[c] % 16 != 0 && TABLE.size[c] > 16 {
+            c += 1;
+        }
+        a[i] = c as u8;
+        i += 1;
+    }
+    a
+};
+
+/// The class of C's `malloc(size)` (`1 <= size`), or 0 if it is not small: Go's class, but 32
+/// for 17-24 bytes, so that every block of more than 8 bytes is 16-aligned (glibc's
+/// `MALLOC_ALIGNMENT`). One table load, as `size_to_class`.
+#[inline(always)]
+pub fn c_class(size: usize) -> usize {
+    if size <= SMALL_SIZE_MAX {
+        SIZE_TO_CLASS8_C[size.div_ceil(SMALL_SIZE_DIV)] as usize
+    } else {
+        size_to_class(size)
+    }
+}
+
 /// Objects moved between a thread cache and its central list at once: about 64 KiB worth,
 /// between 2 and 64 objects (tcmalloc's `num_objects_to_move`).
 pub static CLASS_BATCH: [u32; NUM_CLASSES] = {
@@ -177,14 +206,20 @@ pub fn size_to_class(size: usize) -> usize {
 
 /// The class serving a request of `size` bytes aligned to `align`, or 0 if it is not small.
 ///
-/// Alignments up to 16 are free (every class from 16 B up is a multiple of 16). Larger ones
-/// up to the page take the first class whose size is a multiple of the alignment: objects sit
-/// at multiples of the class size from a page-aligned span start, so they are aligned too.
+/// Objects sit at multiples of the class size from a page-aligned span start, so a class
+/// whose size is a multiple of the alignment aligns its objects. Alignments up to 8 are free
+/// (every class is a multiple of 8). Alignment 16 costs one more load: every class but 24 is a
+/// multiple of 16 from 16 B up, and a request that would get 24 gets 32. Larger ones up to the
+/// page take the first class whose size is a multiple of the alignment.
 #[inline(always)]
 pub fn class_for_layout(size: usize, align: usize) -> usize {
-    if align <= 16 {
-        // A request smaller than its alignment takes a class at least as big as the alignment.
+    // A request smaller than its alignment takes a class at least as big as the alignment.
+    if align <= 8 {
         size_to_class(if size < align { align } else { size })
+    } else if align == 16 {
+        let c = size_to_class(if size < 16 { 16 } else { size });
+        // Class 0 (not small) has size 0, a multiple of 16: it stays 0.
+        c + usize::from(CLASS_SIZE[c] % 16 != 0)
     } else {
         class_for_large_align(size, align)
     }
@@ -255,13 +290,67 @@ mod tests {
     fn sizes_monotonic_and_aligned() {
         for c in 2..NUM_CLASSES {
             assert!(class_size(c) > class_size(c - 1), "class {c} not larger");
+            let align = if class_size(c) == 24 { 8 } else { 16 };
             assert_eq!(
-                class_size(c) % 16,
+                class_size(c) % align,
                 0,
-                "class {c} size {} not 16-aligned",
+                "class {c} size {} not {align}-aligned",
                 class_size(c)
             );
         }
+    }
+
+    /// Go's `class_to_size` and `class_to_allocnpages` (runtime/sizeclasses.go, Go 1.19 to
+    /// 1.22), class 0 left out.
+    #[test]
+    fn table_is_gos() {
+        #[rustfmt::skip]
+        const GO: [(u32, u8); 67] = [
+            (8, 1), (16, 1), (24, 1), (32, 1), (48, 1), (64, 1), (80, 1), (96, 1), (112, 1),
+            (128, 1), (144, 1), (160, 1), (176, 1), (192, 1), (208, 1), (224, 1), (240, 1),
+            (256, 1), (288, 1), (320, 1), (352, 1), (384, 1), (416, 1), (448, 1), (480, 1),
+            (512, 1), (576, 1), (640, 1), (704, 1), (768, 1), (896, 1), (1024, 1), (1152, 1),
+            (1280, 1), (1408, 2), (1536, 1), (1792, 2), (2048, 1), (2304, 2), (2688, 1),
+            (3072, 3), (3200, 2), (3456, 3), (4096, 1), (4864, 3), (5376, 2), (6144, 3),
+            (6528, 4), (6784, 5), (6912, 6), (8192, 1), (9472, 7), (9728, 6), (10240, 5),
+            (10880, 4), (12288, 3), (13568, 5), (14336, 7), (16384, 2), (18432, 9), (19072, 7),
+            (20480, 5), (21760, 8), (24576, 3), (27264, 10), (28672, 7), (32768, 4),
+        ];
+        assert_eq!(NUM_CLASSES, GO.len() + 1);
+        for (i, &(size, pages)) in GO.iter().enumerate() {
+            assert_eq!(
+                (CLASS_SIZE[i + 1], CLASS_PAGES[i + 1]),
+                (size, pages),
+                "class {}",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn alignment_16_skips_24() {
+        for size in 17..=32 {
+            assert_eq!(class_size(class_for_layout(size, 16)), 32, "size {size}");
+            let c = class_for_layout(size, 8);
+            assert_eq!(
+                class_size(c),
+                if size <= 24 { 24 } else { 32 },
+                "size {size}"
+            );
+        }
+        assert_eq!(class_size(class_for_layout(1, 16)), 16);
+        assert_eq!(class_for_layout(MAX_SMALL_SIZE + 1, 16), 0);
+    }
+
+    #[test]
+    fn c_class_is_16_aligned_from_9_bytes() {
+        for size in sizes() {
+            let c = c_class(size);
+            let align = if size > 8 { 16 } else { 8 };
+            assert_eq!(c, class_for_layout(size, align), "size {size}");
+        }
+        assert_eq!(class_size(c_class(24)), 32);
+        assert_eq!(class_size(c_class(8)), 8);
     }
 
     #[test]

@@ -83,6 +83,34 @@ fn malloc_free_and_alignment() {
     }
 }
 
+/// Go's 24-byte class holds Rust objects aligned to 8; C's blocks of 9 bytes or more are
+/// 16-aligned whatever path made them, so a run of them never lands on an odd multiple of 24.
+#[test]
+fn blocks_over_8_bytes_are_16_aligned_on_every_path() {
+    unsafe {
+        let mut blocks = Vec::new();
+        for size in [17usize, 20, 24] {
+            for _ in 0..8 {
+                blocks.push(malloc(size));
+                blocks.push(calloc(1, size));
+                blocks.push(realloc(malloc(1), size));
+                let mut p = ptr::null_mut();
+                assert_eq!(posix_memalign(&mut p, 8, size), 0);
+                blocks.push(p);
+                blocks.push(aligned_alloc(8, size));
+                blocks.push(memalign(8, size));
+            }
+        }
+        for &p in &blocks {
+            assert!(ours(p));
+            assert_eq!(p as usize % 16, 0, "{p:p} not 16-aligned");
+        }
+        for p in blocks {
+            free(p);
+        }
+    }
+}
+
 #[test]
 fn calloc_zeroes_and_checks_overflow() {
     unsafe {

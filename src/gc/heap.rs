@@ -276,14 +276,10 @@ pub(crate) static GC_HEAP: Mutex<GcHeap> = Mutex::new(GcHeap {
 });
 
 impl GcHeap {
-    /// A zeroed object of `size` bytes (scanned unless `noscan`), or null if the OS refuses
-    /// memory.
+    /// A zeroed object of `size` bytes aligned to 16 (scanned unless `noscan`), or null if
+    /// the OS refuses memory.
     pub fn alloc(&mut self, size: usize, noscan: bool) -> *mut u8 {
-        let class = if size <= size_class::MAX_SMALL_SIZE {
-            size_class::size_to_class(size.max(1))
-        } else {
-            0
-        };
+        let class = size_class::class_for_layout(size.max(1), 16);
         self.alloc_class(class, size, noscan)
     }
 

@@ -232,8 +232,9 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
     } else {
         NEXT_GC.load(Ordering::Relaxed)
     };
-    let (p, over) = if size <= crate::size_class::MAX_SMALL_SIZE {
-        let class = crate::size_class::size_to_class(size.max(1));
+    // Aligned by its class (24 only for alignments up to 8), or 0 for a large object.
+    let class = crate::size_class::class_for_layout(size.max(1), layout.align().min(16));
+    let (p, over) = if class != 0 {
         cache::alloc(class, noscan, goal)
     } else {
         let mut h = GC_HEAP.lock();
@@ -243,8 +244,8 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
     if over {
         // `p` is used after the call, so it stays in a register or on the stack, both scanned.
         // A refill reserved a batch of slots; a large object is its own size.
-        let bytes = if size <= crate::size_class::MAX_SMALL_SIZE {
-            cache::refill_bytes(crate::size_class::size_to_class(size.max(1)))
+        let bytes = if class != 0 {
+            cache::refill_bytes(class)
         } else {
             size
         };
