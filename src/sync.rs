@@ -160,6 +160,17 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Takes the lock if it is free, without waiting.
+    #[cfg(all(feature = "gc", not(loom)))]
+    #[inline]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            // `then`, not `then_some`: a guard built on failure would unlock on its drop.
+            .then(|| MutexGuard { lock: self })
+    }
+
     /// Whether a thread sleeps waiting for the lock (read racily: a hint for a holder that
     /// takes it back and forth, such as the collector's sweep).
     #[cfg(feature = "gc")]

@@ -25,6 +25,10 @@
 //!   race** (a delayed handler writes into its slot after the next stop gave that slot to
 //!   another thread; see the test's comment).
 //!
+//! - `safepoint_stops`, `safepoint_across_cycles`: threads that stop at a safepoint (the
+//!   crate's `stw::poll`: the handler's steps run by the thread itself, the signal blocked),
+//!   the hinted one with its signal deferred, mixed with handler stops (see the tests).
+//!
 //! Breaking the protocol makes the models fail: the acknowledgement stored Relaxed (loom: a
 //! causality violation on the stack cell in all three), the resume stored Relaxed (the same,
 //! on the write after the handler), or a handler waiting for `RESUMED == gen` rather than
@@ -68,6 +72,10 @@ struct Proc {
     /// The generation stopped while the world is stopped (0 otherwise), for the mutators'
     /// check that they leave their handler only after the resume.
     stopped: AtomicU32,
+    /// Whether the hint says the hinted mutator stops at safepoints (its signal deferred).
+    hint_coop: bool,
+    /// Stops a mutator took at a safepoint (not in its handler).
+    coop_stops: AtomicU32,
 }
 
 impl Proc {
@@ -87,6 +95,8 @@ impl Proc {
                 .collect(),
             give_up_blocked: std::sync::atomic::AtomicBool::new(false),
             stopped: AtomicU32::new(0),
+            hint_coop: false,
+            coop_stops: AtomicU32::new(0),
         }
     }
 
@@ -119,7 +129,10 @@ impl Proc {
             m.blocked.store(true, Ordering::Relaxed);
             // SAFETY: reads this thread's own stack.
             let sp = m.stack.with(|v| unsafe { *v });
-            if let Some(gen) = self.hs.on_signal(&self.slots, m.tid, sp, TOP + me, 0) {
+            if let Some(gen) = self
+                .hs
+                .on_signal(&self.slots, m.tid, sp, TOP + me, 0, false)
+            {
                 assert_ne!(
                     self.stopped.load(Ordering::Relaxed),
                     gen,
@@ -128,6 +141,32 @@ impl Proc {
             }
             m.blocked.store(false, Ordering::Relaxed);
         }
+    }
+
+    /// Mutator `me`'s step `k` at a safepoint (the crate's `stw::poll` at a GC allocation):
+    /// writes its stack, then, if a stop waits for safepoints, blocks the signal, runs the
+    /// handler code itself (`coop`), and unblocks, taking a signal that came meanwhile.
+    fn safepoint_step(&self, me: usize, k: usize) {
+        self.mutators[me].stack.with_mut(|v| {
+            // SAFETY: only this thread writes its stack; loom checks the collector's reads.
+            unsafe { *v = k }
+        });
+        let m = &self.mutators[me];
+        if self.hs.poll() != 0 && !m.blocked.load(Ordering::Relaxed) {
+            m.blocked.store(true, Ordering::Relaxed);
+            // SAFETY: reads this thread's own stack.
+            let sp = m.stack.with(|v| unsafe { *v });
+            if let Some(gen) = self.hs.on_signal(&self.slots, m.tid, sp, TOP + me, 0, true) {
+                assert_ne!(
+                    self.stopped.load(Ordering::Relaxed),
+                    gen,
+                    "a thread left its safepoint before the world was resumed"
+                );
+                self.coop_stops.fetch_add(1, Ordering::Relaxed);
+            }
+            m.blocked.store(false, Ordering::Relaxed);
+        }
+        self.deliver(me);
     }
 
     /// Mutator `me` blocks (`true`) or unblocks the signal, taking a pending one on unblocking.
@@ -200,8 +239,14 @@ impl World for Proc {
     /// As the crate's `Linux` world, the threads the last stop stopped are hinted: here the
     /// first mutator always (exited or not), so a stop signals it before its first listing,
     /// which then ends the stop or finds the others.
-    fn hint(&self, f: &mut dyn FnMut(i32)) {
-        f(self.mutators[0].tid);
+    fn hint(&self, f: &mut dyn FnMut(i32, bool)) {
+        f(self.mutators[0].tid, self.hint_coop);
+    }
+
+    /// The wait for safepoints: loom decides how long it lasts (one turn, or until it ends).
+    fn keep_polling(&self, turn: u64) -> bool {
+        thread::yield_now();
+        turn < 2
     }
 
     fn signal(&self, tid: i32) -> bool {
@@ -303,5 +348,60 @@ fn late_handler_of_thread_left_running() {
         p.cycle(false);
         late.join().unwrap();
         other.join().unwrap();
+    });
+}
+
+/// Safepoints (`stw::poll`): the hinted mutator's signal is deferred while the stop waits for
+/// it to reach a safepoint, and every mutator polls at each step, so a thread may stop at a
+/// safepoint or in its handler (its signal sent after the wait, or before it polled), with
+/// the signal arriving while it waits at the safepoint. Every live mutator is stopped and
+/// scanned, nobody leaves before the resume, and nothing deadlocks. A wait that takes the
+/// slot of a thread its deferred signal found gone for a live one fails both safepoint
+/// models. (A deferred signal never sent is not caught here: these mutators poll again or
+/// exit; the crate's `keep_waiting` sends the signal again to a thread late by 1 ms.)
+#[test]
+fn safepoint_stops() {
+    loom::model(|| {
+        let mut proc = Proc::new(2);
+        proc.hint_coop = true;
+        let p = Arc::new(proc);
+        let hs: Vec<_> = (0..2)
+            .map(|me| {
+                let p = p.clone();
+                thread::spawn(move || {
+                    p.safepoint_step(me, 1);
+                    if me == 0 {
+                        p.safepoint_step(me, 2);
+                    }
+                    p.exit(me);
+                })
+            })
+            .collect();
+        p.cycle(false);
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+}
+
+/// Two stops in a row of a thread that stops at safepoints: a signal left pending from the
+/// first (sent when the wait ended, taken after the resume) finds the second stop or none.
+#[test]
+fn safepoint_across_cycles() {
+    loom::model(|| {
+        let mut proc = Proc::new(1);
+        proc.hint_coop = true;
+        let p = Arc::new(proc);
+        let h = {
+            let p = p.clone();
+            thread::spawn(move || {
+                p.safepoint_step(0, 1);
+                p.safepoint_step(0, 2);
+                p.exit(0);
+            })
+        };
+        p.cycle(false);
+        p.cycle(false);
+        h.join().unwrap();
     });
 }

@@ -158,7 +158,7 @@ unsafe fn refill(c: *mut GcCache, class: usize, noscan: bool, goal: usize) -> (*
         unsafe { register(c) };
     }
     let n = noscan as usize;
-    let mut h = GC_HEAP.lock();
+    let mut h = super::stw::lock_at_safepoint(&GC_HEAP);
     let mut first: *mut u8 = ptr::null_mut();
     let mut head: *mut u8 = ptr::null_mut();
     let mut count = 0u32;

@@ -227,6 +227,8 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
         layout.size()
     };
     started();
+    // A safepoint: a stop in progress may stop this thread here rather than by its signal.
+    stw::poll();
     let goal = if CONCURRENT.load(Ordering::Relaxed) {
         TRIGGER.load(Ordering::Relaxed)
     } else {
@@ -237,7 +239,7 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
     let (p, over) = if class != 0 {
         cache::alloc(class, noscan, goal)
     } else {
-        let mut h = GC_HEAP.lock();
+        let mut h = stw::lock_at_safepoint(&GC_HEAP);
         let p = h.alloc(size, noscan);
         (p, h.over(goal))
     };
@@ -987,7 +989,7 @@ fn shade_words(p: *const u8, len: usize) {
 #[inline(never)]
 fn over_trigger(alloc: usize) {
     let (sweeping, live) = {
-        let h = GC_HEAP.lock();
+        let h = stw::lock_at_safepoint(&GC_HEAP);
         (h.sweeping(), h.stats.live)
     };
     if sweeping {
@@ -1284,6 +1286,7 @@ fn yield_heap(
 ///    resume;
 /// 4. sweep, as a stop-the-world cycle does.
 fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
+    let soon = stw::StopSoon::new();
     let mut h = GC_HEAP.lock();
     // Sweep termination (see `stw_cycle`).
     h.finish_sweep();
@@ -1348,6 +1351,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         }
         r
     };
+    drop(soon);
     let Some((stopping, stopped, resumed)) = first else {
         return skipped(h);
     };
@@ -1372,6 +1376,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         }
     }
     // Phase 3.
+    let soon = stw::StopSoon::new();
     let mut h = GC_HEAP.lock();
     let marked_heap = h.stats.live;
     if !full {
@@ -1442,6 +1447,7 @@ fn concurrent_cycle(why: Trigger, grey: &mut GreyStack) {
         laps2.lap();
         Some((stopping2, laps2.at[8], threads))
     });
+    drop(soon);
     drop(segments);
     drop(regions);
     drop(caches);

@@ -21,6 +21,18 @@
 //! stopped threads ends the stop without a listing (on the 2-CPU VM a listing took about 25
 //! us of each stop).
 //!
+//! Safepoints: a thread that allocates GC objects can stop without the signal. While a stop
+//! is in progress (`Handshake::poll`), a GC allocation ([`poll`], one relaxed load otherwise),
+//! and an allocating thread that finds `GC_HEAP` taken for a pause ([`lock_at_safepoint`],
+//! which then waits polling rather than asleep on the lock), blocks the signal and runs the
+//! handler's steps itself: spill, record, acknowledge, wait for the resume. The stop cannot
+//! tell it from a handler that ran before its signal was sent. A thread that stopped this way
+//! is hinted as such to the next stop, which sends it no signal for [`POLL_GRACE_NS`] while it
+//! waits for the thread to stop at a safepoint again, and signals it if it has not: the
+//! delivery of a signal to a running thread on the 2-CPU VM took about 20 us from `tgkill` to
+//! the acknowledgement, besides the `tgkill` itself (about 15 us). A thread blocked elsewhere
+//! (in a system call, in a loop without GC allocations) is stopped by its signal as before.
+//!
 //! Threads not stopped: the collector itself, and gomalloc's own helper threads (the scavenger,
 //! the collector's timer thread and the mark workers), which block every signal and never hold
 //! a `Gc`. A thread that exits before it handles the signal (gone, or a zombie such as a main
@@ -93,6 +105,11 @@ pub fn last_stop_parts() -> [u64; 3] {
 /// they are the same. Written by the collector only.
 static LAST_STOPPED: [AtomicI32; HINTS] = [const { AtomicI32::new(0) }; HINTS];
 const HINTS: usize = 256;
+/// In a `LAST_STOPPED` entry: the thread stopped at a safepoint (tids stay below 2^22).
+const COOP: i32 = 1 << 30;
+/// How long a stop waits for the threads that stopped at a safepoint last time to stop at
+/// one again before it signals them.
+const POLL_GRACE_NS: u64 = 10_000;
 static WARNED_BLOCKED: AtomicBool = AtomicBool::new(false);
 /// Tids of gomalloc's own helper threads that are never stopped (0: none): the timer thread,
 /// then the mark workers.
@@ -162,11 +179,102 @@ extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *
     // SAFETY: pthread_self only reads the thread pointer.
     let tp = unsafe { libc::pthread_self() } as usize;
     let top = stack_top(sp, tp);
-    HANDSHAKE.on_signal(slots(), tid, sp, top, tp);
+    HANDSHAKE.on_signal(slots(), tid, sp, top, tp, false);
     // The registers stay in this frame, above `sp`, until the world has resumed.
     core::hint::black_box(&regs);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// A safepoint: if a stop waits for threads to stop at one (`Handshake::poll`), this thread
+/// stops here, as its handler would, without the signal's delivery (on the 2-CPU VM about 20
+/// us from `tgkill` to the handler's acknowledgement, plus the `tgkill`). Called where a
+/// thread holds no gomalloc lock (the top of a GC allocation). One relaxed load when no stop
+/// waits.
+#[inline(always)]
+pub fn poll() {
+    if HANDSHAKE.poll() != 0 {
+        safepoint();
+    }
+}
+
+/// Set by the collector from just before it takes `GC_HEAP` for a pause until the resume:
+/// an allocating thread that finds the lock taken then waits at a safepoint
+/// ([`lock_at_safepoint`]) instead of sleeping on the lock, where only a signal could stop it.
+static STOP_SOON: AtomicBool = AtomicBool::new(false);
+/// How long a thread waits at a safepoint for a lock before it sleeps on it.
+const SAFEPOINT_WAIT_NS: u64 = 1_000_000;
+
+/// Marks the stretch from the collector taking its locks for a pause to the resume
+/// ([`STOP_SOON`]); cleared when dropped, and by [`resume`].
+pub struct StopSoon(());
+
+impl StopSoon {
+    pub fn new() -> StopSoon {
+        STOP_SOON.store(true, Ordering::Relaxed);
+        StopSoon(())
+    }
+}
+
+impl Drop for StopSoon {
+    fn drop(&mut self) {
+        STOP_SOON.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Takes `m` (`GC_HEAP`) for an allocating thread that holds no gomalloc lock: while the
+/// collector holds it for a pause, the thread spins at a safepoint ([`poll`]), so the stop
+/// finds it there without a signal, rather than asleep on the lock; past
+/// [`SAFEPOINT_WAIT_NS`], or when no pause comes, it sleeps on the lock as usual.
+pub fn lock_at_safepoint<T>(m: &crate::sync::Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
+    if let Some(g) = m.try_lock() {
+        return g;
+    }
+    let mut until = 0;
+    while STOP_SOON.load(Ordering::Relaxed) {
+        poll();
+        if let Some(g) = m.try_lock() {
+            return g;
+        }
+        let now = crate::os::now_ns();
+        if until == 0 {
+            until = now + SAFEPOINT_WAIT_NS;
+        } else if now > until {
+            break;
+        }
+        // The collector may need this CPU (there may be more threads than CPUs).
+        // SAFETY: sched_yield has no memory effects.
+        unsafe { libc::sched_yield() };
+    }
+    m.lock()
+}
+
+#[cold]
+#[inline(never)]
+fn safepoint() {
+    // The signal stays blocked while this thread records its stack and waits, so that its
+    // handler cannot run in the middle (a signal sent meanwhile is taken after the resume,
+    // and finds its stop over, or a new one that has a slot for it).
+    // SAFETY: sigset and mask calls on our own sets; the old mask is restored below.
+    let old = unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, SUSPEND_SIGNAL);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let tid = gettid();
+    let mut regs = [0usize; 12];
+    super::roots::spill_registers(&mut regs);
+    let sp = regs.as_ptr().addr();
+    // SAFETY: pthread_self only reads the thread pointer.
+    let tp = unsafe { libc::pthread_self() } as usize;
+    let top = stack_top(sp, tp);
+    HANDSHAKE.on_signal(slots(), tid, sp, top, tp, true);
+    core::hint::black_box(&regs);
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
 }
 
 /// The top of the stack the handler runs on at `sp`, or 0 if it cannot be known (the caller's
@@ -519,9 +627,9 @@ pub fn stop() -> Option<Stopped> {
         }
         Ok(stopped) => {
             let mut k = 0;
-            stopped.for_each_tid(slots(), |tid| {
+            stopped.for_each_tid(slots(), |tid, coop| {
                 if k < HINTS {
-                    LAST_STOPPED[k].store(tid, Ordering::Relaxed);
+                    LAST_STOPPED[k].store(tid | if coop { COOP } else { 0 }, Ordering::Relaxed);
                     k += 1;
                 }
             });
@@ -544,6 +652,7 @@ pub fn stop() -> Option<Stopped> {
 
 /// Lets the stopped threads run again.
 pub fn resume(stopped: Stopped) {
+    STOP_SOON.store(false, Ordering::Relaxed);
     HANDSHAKE.resume(stopped.0);
 }
 
@@ -611,17 +720,23 @@ impl World for Linux {
         same
     }
 
-    fn hint(&self, f: &mut dyn FnMut(i32)) {
+    fn hint(&self, f: &mut dyn FnMut(i32, bool)) {
         for t in &LAST_STOPPED {
-            let tid = t.load(Ordering::Relaxed);
-            if tid == 0 {
+            let v = t.load(Ordering::Relaxed);
+            if v == 0 {
                 break;
             }
+            let tid = v & !COOP;
             if tid != self.me && !is_exempt(tid) {
-                f(tid);
+                f(tid, v & COOP != 0);
             }
         }
         self.hinted.set(crate::os::now_ns());
+    }
+
+    fn keep_polling(&self, _turn: u64) -> bool {
+        core::hint::spin_loop();
+        crate::os::now_ns() - self.hinted.get() < POLL_GRACE_NS
     }
 
     fn signal(&self, tid: i32) -> bool {

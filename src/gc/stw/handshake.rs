@@ -12,9 +12,13 @@
 //!
 //! One stop, step by step:
 //! ```text
-//! collector (stop)                               stopped thread (on_signal, in its handler)
+//! collector (stop)                               stopped thread (on_signal, in its handler
+//!                                                or at a safepoint, the signal blocked)
 //! gen = STOP_GEN + 1 (never 0), Release
-//! (first the hinted threads, waited for before any listing; then)
+//! POLL = gen (safepoints may stop threads from here)
+//! (first the hinted threads, waited for before any listing: those that stopped at a
+//!  safepoint last time get their signal only if they have not stopped at one again by the
+//!  end of `keep_polling`; then)
 //! per listed thread: slot.acked = 0, slot.tid,
 //!   NSLOTS = n + 1 (Release), signal it    ~~~>  gen = STOP_GEN (Acquire); n = NSLOTS (Acquire)
 //!                                                find the slot whose tid is its own
@@ -24,7 +28,10 @@
 //! count the threads: only the stopped ones (and the collector, exempt helpers)? done;
 //! else list again until no new thread appears
 //! ... read every acked slot's sp/top, scan ...
-//! resume: RESUMED = gen (Release), wake all  ~~~>  return from the handler
+//! resume: POLL = 0, RESUMED = gen (Release),
+//!   wake all                               ~~~>  return from the handler (or the safepoint,
+//!                                                which unblocks the signal: one sent
+//!                                                meanwhile finds no slot, or a new stop's)
 //! ```
 //!
 //! Invariants:
@@ -53,6 +60,15 @@
 //!   window wraps after half the table (found by the loom model
 //!   `late_handler_of_thread_left_running`, which reuses slot 0 without it).
 //!
+//! - A safepoint runs `on_signal` itself with the signal blocked, so no handler can run in
+//!   the middle of it (a handler nested there would acknowledge the same slot from a deeper
+//!   stack pointer while the safepoint stores its own). To the stop it is a handler that ran
+//!   early: it finds its slot only once the stop has published it (before that it returns at
+//!   once, and polls again at its next safepoint), and a signal sent to it afterwards is taken
+//!   once the safepoint unblocks it, after the resume. A deferred
+//!   signal that finds its thread gone leaves the thread out of the stop (tid negated), as a
+//!   thread that exits unanswered.
+//!
 //! Ordering of the slot fill: `acked = 0` and `tid` are stored before `NSLOTS` (Release), and
 //! the handler reads `NSLOTS` (Acquire) before the slots; the signal itself orders the fill
 //! before the handler too (the kernel's `tgkill` / delivery), but the protocol does not count
@@ -76,6 +92,12 @@ pub struct Slot {
     top: AtomicUsize,
     /// The thread's `pthread_self()` (for its static TLS blocks).
     tp: AtomicUsize,
+    /// 1 if the thread acknowledged at a safepoint (`on_signal` called with `coop`), not in
+    /// its handler: stored before `acked`.
+    coop: AtomicU32,
+    /// 1 while the collector has not sent the thread its signal: it waits for the thread to
+    /// reach a safepoint first (collector only).
+    deferred: AtomicU32,
 }
 
 impl Slot {
@@ -88,6 +110,8 @@ impl Slot {
             sp: AtomicUsize::new(0),
             top: AtomicUsize::new(0),
             tp: AtomicUsize::new(0),
+            coop: AtomicU32::new(0),
+            deferred: AtomicU32::new(0),
         }
     }
 }
@@ -97,11 +121,18 @@ pub trait World {
     /// Calls `f(tid)` for every thread to stop (not the collector's own, not exempt helpers);
     /// false if the list cannot be read.
     fn threads(&self, f: &mut dyn FnMut(i32)) -> bool;
-    /// Calls `f(tid)` for threads likely to be in the list (those the last stop stopped), so
-    /// that they are signalled before the first listing, which then finds no new thread in
-    /// the usual case: a stop lists once instead of twice. Only a hint: a listing that finds
-    /// no new thread still ends every stop, and a tid that is gone fails its signal.
-    fn hint(&self, _f: &mut dyn FnMut(i32)) {}
+    /// Calls `f(tid, coop)` for threads likely to be in the list (those the last stop
+    /// stopped), so that they are stopped before the first listing, which then finds no new
+    /// thread in the usual case: a stop lists once instead of twice. Only a hint: a listing
+    /// that finds no new thread still ends every stop, and a tid that is gone fails its
+    /// signal. `coop`: the thread stopped at a safepoint last time, so the stop gives it
+    /// until `keep_polling` says no to stop at one again before it sends the signal.
+    fn hint(&self, _f: &mut dyn FnMut(i32, bool)) {}
+    /// Called on each turn (from 1) of waiting for hinted threads to stop at a safepoint;
+    /// pauses briefly and says whether to keep waiting (false: signal those not stopped).
+    fn keep_polling(&self, _turn: u64) -> bool {
+        false
+    }
     /// Whether the process has no thread to stop but the `stopped` ones that acknowledged
     /// this stop (a count of its threads, cheaper than a listing): the stop then ends without
     /// a listing. True only if no other thread can exist (false is always safe: the stop
@@ -166,6 +197,9 @@ pub struct Handshake {
     next_base: AtomicUsize,
     /// The last generation resumed: the futex word stopped threads sleep on.
     resumed: AtomicU32,
+    /// The generation of the stop in progress while threads may stop at a safepoint (call
+    /// `on_signal` themselves, the signal blocked), else 0. Cleared at the resume.
+    poll: AtomicU32,
 }
 
 /// Whether resumed generation `resumed` is `gen` or a later one (generations wrap).
@@ -182,6 +216,7 @@ impl Handshake {
                 window: AtomicU64::new(0),
                 next_base: AtomicUsize::new(0),
                 resumed: AtomicU32::new(0),
+                poll: AtomicU32::new(0),
             }
         }
     }
@@ -203,8 +238,9 @@ impl Handshake {
         let mut full = false;
         let mut gave_up = false;
         // Signals `tid` unless it has a slot already (a negated tid is a thread left running:
-        // not a new thread either); counts it in `n` if the signal went.
-        let add = |tid: i32, n: &mut usize, full: &mut bool| {
+        // not a new thread either); counts it in `n` if the signal went, or at once if the
+        // signal is deferred (`defer`: sent below unless the thread stops at a safepoint).
+        let add = |tid: i32, n: &mut usize, full: &mut bool, defer: bool| {
             if table[..*n]
                 .iter()
                 .any(|s| s.tid.load(Ordering::Relaxed).unsigned_abs() == tid.unsigned_abs())
@@ -217,8 +253,9 @@ impl Handshake {
             };
             s.acked.store(0, Ordering::Relaxed);
             s.tid.store(tid, Ordering::Relaxed);
+            s.deferred.store(u32::from(defer), Ordering::Relaxed);
             self.window.store(window(base, *n + 1), Ordering::Release);
-            if world.signal(tid) {
+            if defer || world.signal(tid) {
                 *n += 1;
             } else {
                 s.tid.store(0, Ordering::Relaxed);
@@ -227,7 +264,39 @@ impl Handshake {
         };
         // The threads hinted are stopped before the first listing, so a listing that finds
         // nothing new ends the stop as it would after the first round of signals.
-        world.hint(&mut |tid| add(tid, &mut n, &mut full));
+        // From here a thread with a slot may stop at a safepoint: one that does while its
+        // signal travels is hinted as such (deferred) by the next stop.
+        self.poll.store(gen, Ordering::Release);
+        let mut deferred = false;
+        world.hint(&mut |tid, coop| {
+            deferred |= coop;
+            add(tid, &mut n, &mut full, coop)
+        });
+        if deferred {
+            // Threads that stopped at a safepoint last time: they may again, sparing the
+            // signal's delivery; those that have not by the end of the wait get the signal.
+            let mut turn = 0;
+            while table[..n].iter().any(|s| {
+                s.deferred.load(Ordering::Relaxed) != 0 && s.acked.load(Ordering::Acquire) != gen
+            }) {
+                turn += 1;
+                if !world.keep_polling(turn) {
+                    break;
+                }
+            }
+            for s in &table[..n] {
+                if s.deferred.swap(0, Ordering::Relaxed) != 0
+                    && s.acked.load(Ordering::Acquire) != gen
+                {
+                    let tid = s.tid.load(Ordering::Relaxed);
+                    if !world.signal(tid) {
+                        // Gone: left out of the stop, as a thread that exits unanswered.
+                        s.tid.store(-tid, Ordering::Relaxed);
+                        gave_up = true;
+                    }
+                }
+            }
+        }
         // Slots below `before` are stopped (or left running); `acked` of them are stopped.
         let mut before = 0;
         let mut acked = 0;
@@ -243,7 +312,7 @@ impl Handshake {
                         gave_up,
                     });
                 }
-                let listed = world.threads(&mut |tid| add(tid, &mut n, &mut full));
+                let listed = world.threads(&mut |tid| add(tid, &mut n, &mut full, false));
                 if !listed {
                     self.resume(Stopped {
                         gen,
@@ -292,6 +361,10 @@ impl Handshake {
 
     /// Waits until the thread of slot `s` acknowledges `gen`, or `world` gives up on it.
     fn wait_for(s: &Slot, gen: u32, world: &impl World) -> Wait {
+        if s.tid.load(Ordering::Relaxed) < 0 {
+            // Its deferred signal found it gone.
+            return Wait::LeftRunning;
+        }
         let mut turn = 0u64;
         while s.acked.load(Ordering::Acquire) != gen {
             turn += 1;
@@ -311,6 +384,9 @@ impl Handshake {
     /// The handler of thread `tid`, its stack being `sp..top`: if the current stop has a slot
     /// for it not yet acknowledged, records the stack, acknowledges and waits until the stop
     /// is resumed. Returns the generation it was stopped for, if any. Async-signal-safe.
+    /// `coop`: called at a safepoint (`poll` seen set) with the signal blocked, not from the
+    /// handler; the same steps, which the stop cannot tell apart from a handler that ran
+    /// before its signal was sent.
     pub fn on_signal(
         &self,
         slots: &[Slot],
@@ -318,6 +394,7 @@ impl Handshake {
         sp: usize,
         top: usize,
         tp: usize,
+        coop: bool,
     ) -> Option<u32> {
         let gen = self.stop_gen.load(Ordering::Acquire);
         let w = self.window.load(Ordering::Acquire);
@@ -333,6 +410,7 @@ impl Handshake {
         s.sp.store(sp, Ordering::Relaxed);
         s.top.store(top, Ordering::Relaxed);
         s.tp.store(tp, Ordering::Relaxed);
+        s.coop.store(u32::from(coop), Ordering::Relaxed);
         s.acked.store(gen, Ordering::Release);
         loop {
             let r = self.resumed.load(Ordering::Acquire);
@@ -343,8 +421,16 @@ impl Handshake {
         }
     }
 
+    /// The generation of a stop that waits for threads to reach a safepoint, else 0: a
+    /// thread that reads it non-zero calls `on_signal` (with `coop`) at its next safepoint.
+    #[inline(always)]
+    pub fn poll(&self) -> u32 {
+        self.poll.load(Ordering::Relaxed)
+    }
+
     /// The collector: lets the threads of `stopped` run again.
     pub fn resume(&self, stopped: Stopped) {
+        self.poll.store(0, Ordering::Relaxed);
         self.resumed.store(stopped.gen, Ordering::Release);
         futex_wake_all(&self.resumed);
         self.window
@@ -375,12 +461,12 @@ impl Stopped {
         }
     }
 
-    /// Calls `f(tid)` for every stopped thread.
-    pub fn for_each_tid(&self, slots: &[Slot], mut f: impl FnMut(i32)) {
+    /// Calls `f(tid, coop)` for every stopped thread (`coop`: it stopped at a safepoint).
+    pub fn for_each_tid(&self, slots: &[Slot], mut f: impl FnMut(i32, bool)) {
         for s in &slots[self.base..][..self.n] {
             let tid = s.tid.load(Ordering::Relaxed);
             if tid > 0 && s.acked.load(Ordering::Acquire) == self.gen {
-                f(tid);
+                f(tid, s.coop.load(Ordering::Relaxed) != 0);
             }
         }
     }
