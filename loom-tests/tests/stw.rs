@@ -74,8 +74,6 @@ struct Proc {
     stopped: AtomicU32,
     /// Whether the hint says the hinted mutator stops at safepoints (its signal deferred).
     hint_coop: bool,
-    /// Stops a mutator took at a safepoint (not in its handler).
-    coop_stops: AtomicU32,
 }
 
 impl Proc {
@@ -96,7 +94,6 @@ impl Proc {
             give_up_blocked: std::sync::atomic::AtomicBool::new(false),
             stopped: AtomicU32::new(0),
             hint_coop: false,
-            coop_stops: AtomicU32::new(0),
         }
     }
 
@@ -126,21 +123,25 @@ impl Proc {
             .compare_exchange(PENDING, RUNNING, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            m.blocked.store(true, Ordering::Relaxed);
-            // SAFETY: reads this thread's own stack.
-            let sp = m.stack.with(|v| unsafe { *v });
-            if let Some(gen) = self
-                .hs
-                .on_signal(&self.slots, m.tid, sp, TOP + me, 0, false)
-            {
-                assert_ne!(
-                    self.stopped.load(Ordering::Relaxed),
-                    gen,
-                    "a thread left its handler before the world was resumed"
-                );
-            }
-            m.blocked.store(false, Ordering::Relaxed);
+            self.stop_here(me, false);
         }
+    }
+
+    /// Mutator `me` runs the real handler code with the signal blocked: from its handler, or
+    /// at a safepoint (`coop`).
+    fn stop_here(&self, me: usize, coop: bool) {
+        let m = &self.mutators[me];
+        m.blocked.store(true, Ordering::Relaxed);
+        // SAFETY: reads this thread's own stack.
+        let sp = m.stack.with(|v| unsafe { *v });
+        if let Some(gen) = self.hs.on_signal(&self.slots, m.tid, sp, TOP + me, 0, coop) {
+            assert_ne!(
+                self.stopped.load(Ordering::Relaxed),
+                gen,
+                "a thread left its handler or safepoint before the world was resumed"
+            );
+        }
+        m.blocked.store(false, Ordering::Relaxed);
     }
 
     /// Mutator `me`'s step `k` at a safepoint (the crate's `stw::poll` at a GC allocation):
@@ -151,20 +152,8 @@ impl Proc {
             // SAFETY: only this thread writes its stack; loom checks the collector's reads.
             unsafe { *v = k }
         });
-        let m = &self.mutators[me];
-        if self.hs.poll() != 0 && !m.blocked.load(Ordering::Relaxed) {
-            m.blocked.store(true, Ordering::Relaxed);
-            // SAFETY: reads this thread's own stack.
-            let sp = m.stack.with(|v| unsafe { *v });
-            if let Some(gen) = self.hs.on_signal(&self.slots, m.tid, sp, TOP + me, 0, true) {
-                assert_ne!(
-                    self.stopped.load(Ordering::Relaxed),
-                    gen,
-                    "a thread left its safepoint before the world was resumed"
-                );
-                self.coop_stops.fetch_add(1, Ordering::Relaxed);
-            }
-            m.blocked.store(false, Ordering::Relaxed);
+        if self.hs.poll() != 0 && !self.mutators[me].blocked.load(Ordering::Relaxed) {
+            self.stop_here(me, true);
         }
         self.deliver(me);
     }

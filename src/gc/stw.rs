@@ -172,6 +172,16 @@ fn install() -> bool {
 extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: errno is this thread's; restored before returning to the interrupted code.
     let errno = unsafe { *libc::__errno_location() };
+    stop_here(false);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// The steps of a stop on the thread stopped (from its handler, or at a safepoint: `coop`):
+/// spill the callee-saved registers into this frame, record the stack from here up and the
+/// thread pointer, acknowledge, wait for the resume. Async-signal-safe.
+#[inline(never)]
+fn stop_here(coop: bool) {
     let tid = gettid();
     let mut regs = [0usize; 12];
     super::roots::spill_registers(&mut regs);
@@ -179,11 +189,9 @@ extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *
     // SAFETY: pthread_self only reads the thread pointer.
     let tp = unsafe { libc::pthread_self() } as usize;
     let top = stack_top(sp, tp);
-    HANDSHAKE.on_signal(slots(), tid, sp, top, tp, false);
+    HANDSHAKE.on_signal(slots(), tid, sp, top, tp, coop);
     // The registers stay in this frame, above `sp`, until the world has resumed.
     core::hint::black_box(&regs);
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
 }
 
 /// A safepoint: if a stop waits for threads to stop at one (`Handshake::poll`), this thread
@@ -264,15 +272,7 @@ fn safepoint() {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
         old
     };
-    let tid = gettid();
-    let mut regs = [0usize; 12];
-    super::roots::spill_registers(&mut regs);
-    let sp = regs.as_ptr().addr();
-    // SAFETY: pthread_self only reads the thread pointer.
-    let tp = unsafe { libc::pthread_self() } as usize;
-    let top = stack_top(sp, tp);
-    HANDSHAKE.on_signal(slots(), tid, sp, top, tp, true);
-    core::hint::black_box(&regs);
+    stop_here(true);
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
 }
