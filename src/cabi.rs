@@ -65,6 +65,16 @@ fn enomem() -> *mut c_void {
     ptr::null_mut()
 }
 
+/// `p`, or null with ENOMEM set if `p` is null.
+#[inline(always)]
+fn or_enomem(p: *mut u8) -> *mut c_void {
+    if p.is_null() {
+        enomem()
+    } else {
+        p.cast()
+    }
+}
+
 /// Largest request we try (Rust's `Layout` limit; more is out of memory anyway).
 const MAX_REQUEST: usize = isize::MAX as usize - (1 << 21);
 
@@ -73,22 +83,14 @@ fn alloc(size: usize, align: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return enomem();
     }
-    let p = malloc::alloc(size.max(1), align.max(malloc::c_align(size)));
-    if p.is_null() {
-        return enomem();
-    }
-    p.cast()
+    or_enomem(malloc::alloc(size.max(1), align.max(malloc::c_align(size))))
 }
 
 fn alloc_zeroed(size: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return enomem();
     }
-    let p = malloc::alloc_zeroed(size.max(1), malloc::c_align(size));
-    if p.is_null() {
-        return enomem();
-    }
-    p.cast()
+    or_enomem(malloc::alloc_zeroed(size.max(1), malloc::c_align(size)))
 }
 
 /// `malloc(3)`.
@@ -97,11 +99,7 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return enomem();
     }
-    let p = malloc::alloc_c(size.max(1));
-    if p.is_null() {
-        return enomem();
-    }
-    p.cast()
+    or_enomem(malloc::alloc_c(size.max(1)))
 }
 
 /// `free(3)`.
@@ -143,11 +141,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return enomem();
     }
     // SAFETY: forwarded precondition.
-    let q = unsafe { malloc::realloc_unsized(p.cast(), size) };
-    if q.is_null() {
-        return enomem();
-    }
-    q.cast()
+    or_enomem(unsafe { malloc::realloc_unsized(p.cast(), size) })
 }
 
 /// `reallocarray(3)`.
