@@ -50,6 +50,12 @@ pub struct Span {
     pub in_list: bool,
     /// Every byte is known to be zero (fresh from the OS, or released back to it).
     pub zeroed: bool,
+    /// `FREE` (and a span just taken from the free lists): some of its pages held GC objects
+    /// since they were last zeroed or released (feature `gc`: only the collector's frees set
+    /// it). The page heap zeroes such pages before it hands them to the allocator: the
+    /// collector scans malloc memory conservatively, and dead objects' pointers left in a
+    /// block would keep other dead objects alive.
+    pub dirty: bool,
     /// `SMALL`: object size, objects in the span, objects handed out, next never-used object.
     pub elem_size: u32,
     pub nelems: u32,
@@ -108,6 +114,7 @@ impl Span {
             class: 0,
             in_list: false,
             zeroed: false,
+            dirty: false,
             elem_size: 0,
             nelems: 0,
             allocated: 0,

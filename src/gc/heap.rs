@@ -437,7 +437,7 @@ impl GcHeap {
         if g.is_null() {
             return g;
         }
-        let s = HEAPS[0].alloc(npages, class);
+        let s = HEAPS[0].alloc_for_gc(npages, class);
         if s.is_null() {
             // SAFETY: `g` came from our pool just now and is unused.
             unsafe { self.pool.free(g as *mut u8) };
@@ -739,7 +739,7 @@ impl GcHeap {
                 .store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
             // SAFETY: our span's pages, inside its arena, before they go back.
             crate::pagemap::set_gc_pages((*s).base(), (*s).npages, false);
-            HEAPS[0].free(s);
+            HEAPS[0].free_from_gc(s);
             self.pool.free(g as *mut u8);
         }
     }
