@@ -134,7 +134,18 @@ impl Proc {
         m.blocked.store(true, Ordering::Relaxed);
         // SAFETY: reads this thread's own stack.
         let sp = m.stack.with(|v| unsafe { *v });
-        if let Some(gen) = self.hs.on_signal(&self.slots, m.tid, sp, TOP + me, 0, coop) {
+        // Polls once for the resume (the crate's `Spinner`, cut short), then sleeps on the
+        // futex: both ways of waiting are explored.
+        let mut spin = |turn: u32| {
+            if turn == 1 {
+                thread::yield_now();
+            }
+            turn == 1
+        };
+        if let Some(gen) = self
+            .hs
+            .on_signal(&self.slots, m.tid, sp, TOP + me, 0, coop, &mut spin)
+        {
             assert_ne!(
                 self.stopped.load(Ordering::Relaxed),
                 gen,

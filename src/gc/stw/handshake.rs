@@ -23,7 +23,8 @@
 //!   NSLOTS = n + 1 (Release), signal it    ~~~>  gen = STOP_GEN (Acquire); n = NSLOTS (Acquire)
 //!                                                find the slot whose tid is its own
 //!                                                slot.sp, slot.top; slot.acked = gen (Release)
-//! wait until slot.acked == gen (Acquire),  <~~~  sleep until RESUMED has reached gen (Acquire)
+//! wait until slot.acked == gen (Acquire),  <~~~  poll (`spin`), then sleep, until RESUMED has
+//!                                                reached gen (Acquire)
 //!   or leave the thread running: tid = -tid
 //! count the threads: only the stopped ones (and the collector, exempt helpers)? done;
 //! else list again until no new thread appears
@@ -386,7 +387,11 @@ impl Handshake {
     /// is resumed. Returns the generation it was stopped for, if any. Async-signal-safe.
     /// `coop`: called at a safepoint (`poll` seen set) with the signal blocked, not from the
     /// handler; the same steps, which the stop cannot tell apart from a handler that ran
-    /// before its signal was sent.
+    /// before its signal was sent. `spin(turn)` (turns from 1), called while the stop is not
+    /// resumed yet, pauses briefly and says whether to check again (true) or to sleep on the
+    /// futex (false: from then on until the resume): a thread that polls is resumed without
+    /// a wake-up call.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_signal(
         &self,
         slots: &[Slot],
@@ -395,6 +400,7 @@ impl Handshake {
         top: usize,
         tp: usize,
         coop: bool,
+        spin: &mut dyn FnMut(u32) -> bool,
     ) -> Option<u32> {
         let gen = self.stop_gen.load(Ordering::Acquire);
         let w = self.window.load(Ordering::Acquire);
@@ -412,12 +418,20 @@ impl Handshake {
         s.tp.store(tp, Ordering::Relaxed);
         s.coop.store(u32::from(coop), Ordering::Relaxed);
         s.acked.store(gen, Ordering::Release);
+        let mut turn = 0;
+        let mut spinning = true;
         loop {
             let r = self.resumed.load(Ordering::Acquire);
             if reached(r, gen) {
                 return Some(gen);
             }
-            futex_wait(&self.resumed, r);
+            if spinning {
+                turn += 1;
+                spinning = spin(turn);
+            }
+            if !spinning {
+                futex_wait(&self.resumed, r);
+            }
         }
     }
 
