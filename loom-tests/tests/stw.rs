@@ -7,7 +7,9 @@
 //! is a loom cell that it writes at every step of its work and whose value it gives its handler
 //! as its stack pointer: the collector reads it for every stopped thread, so loom reports any
 //! read not ordered after the handler's acknowledgement, or any write of a thread that left its
-//! handler before the collector resumed it.
+//! handler before the collector resumed it. A stopped mutator polls for the resume once (the
+//! crate's `Spinner`, cut to one turn), then sleeps on the futex: both ways of waiting are
+//! explored.
 //!
 //! What it proves, for every interleaving loom explores:
 //! - `stop_sees_frozen_stacks` (one collector, two mutators, one stop; the stop ends on a count
