@@ -573,6 +573,78 @@ fn blocked_and_spinning_threads_are_stopped() {
     spinning.join().unwrap();
 }
 
+/// A thread parked in `gc::blocking` (here in `recv`) is held by every stop without a signal,
+/// and what its frames above the scope hold stays alive: its chain is only on its stack.
+fn parked_threads_are_held_without_a_signal() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let parked = std::thread::spawn(move || {
+        let keep = chain(9 << 40, 100);
+        let keep = black_box(keep);
+        // SAFETY: `recv` touches no GC object.
+        unsafe {
+            gc::blocking(|| {
+                ready_tx.send(()).unwrap();
+                rx.recv().unwrap();
+            })
+        };
+        check_chain(keep, 9 << 40, 100, "parked thread's chain");
+    });
+    ready_rx.recv().unwrap();
+    let mut held = 0;
+    for _ in 0..5 {
+        make_garbage(20_000);
+        scrub_stack();
+        gc::collect();
+        held = held.max(gc::stats().last_parked_threads);
+        // Nodes of the chain's size, which would take its slots had it been freed.
+        for i in 0..20_000 {
+            black_box(snode(2_000_000 + i));
+        }
+    }
+    assert!(held >= 1, "no stop held the parked thread");
+    // A fork child has no parked thread: its collections hold none.
+    // SAFETY: the child only collects and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        gc::collect();
+        let ghosts = gc::stats().last_parked_threads;
+        // SAFETY: ends the child without unwinding or running the parent's destructors.
+        unsafe { libc::_exit(if ghosts == 0 { 0 } else { 3 }) };
+    }
+    assert_eq!(
+        child_exit_status(pid),
+        Ok(()),
+        "a fork child held a parked thread of its parent"
+    );
+    tx.send(()).unwrap();
+    parked.join().unwrap();
+    // Parked, then allocating and collecting again at once: the scope's exit waits for the
+    // stop that holds it, and the thread goes on as any other.
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    let churn = std::thread::spawn(move || {
+        let keep = chain(10 << 40, 100);
+        let mut rounds = 0;
+        loop {
+            // SAFETY: `try_recv` touches no GC object.
+            let msg = unsafe { gc::blocking(|| rx.try_recv()) };
+            if msg.is_ok() {
+                break;
+            }
+            make_garbage(100);
+            rounds += 1;
+        }
+        check_chain(keep, 10 << 40, 100, "churning thread's chain");
+        rounds
+    });
+    for _ in 0..20 {
+        make_garbage(20_000);
+        gc::collect();
+    }
+    tx.send(0).unwrap();
+    assert!(churn.join().unwrap() > 0);
+}
+
 /// The timer thread forces a cycle when none ran for the force period (2 minutes by default).
 fn periodic_cycle() {
     let n0 = gc::stats().num_gc;
@@ -886,6 +958,7 @@ fn collector() {
     pacing();
     threads_mutate_and_share_against_shadow_models();
     blocked_and_spinning_threads_are_stopped();
+    parked_threads_are_held_without_a_signal();
     periodic_cycle();
     memory_limit();
     fork_while_threads_allocate();

@@ -38,7 +38,7 @@
 //! of the earlier stop spins forever once a later stop has resumed).
 #![cfg(loom)]
 
-use gomalloc::gc::stw::handshake::{Handshake, Slot, World};
+use gomalloc::gc::stw::handshake::{Handshake, Park, Slot, World};
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use loom::sync::Arc;
@@ -66,6 +66,8 @@ struct Mutator {
 struct Proc {
     hs: Handshake,
     slots: Vec<Slot>,
+    /// Each mutator's park record (`gc::blocking`).
+    parks: Vec<Park>,
     mutators: Vec<Mutator>,
     /// Whether the collector's current stop leaves running a thread found with the signal
     /// blocked (the real collector does after `BLOCKED_GRACE_MS`; loom picks when it looks).
@@ -85,6 +87,7 @@ impl Proc {
             // Room for the windows of a few stops: a stop that leaves a thread running moves
             // the next one past its slots (until the window wraps after half the table).
             slots: (0..8).map(|_| Slot::new()).collect(),
+            parks: (0..n).map(|i| Park::new(100 + i as i32)).collect(),
             mutators: (0..n)
                 .map(|i| Mutator {
                     tid: 100 + i as i32,
@@ -179,6 +182,23 @@ impl Proc {
         }
     }
 
+    /// Mutator `me` in a blocking scope (`gc::blocking`): parks with its stack as it is, may
+    /// take a signal while "in the kernel", then leaves the park (waiting for the resume of a
+    /// stop that holds it). Its next step writes its stack.
+    fn blocking(&self, me: usize) {
+        // SAFETY: reads this thread's own stack.
+        let sp = self.mutators[me].stack.with(|v| unsafe { *v });
+        self.hs.park(&self.parks[me], sp, TOP + me, 0);
+        self.deliver(me);
+        let mut spin = |turn: u32| {
+            if turn == 1 {
+                thread::yield_now();
+            }
+            turn == 1
+        };
+        self.hs.unpark(&self.parks[me], &mut spin);
+    }
+
     /// Mutator `me` exits; a signal still pending is lost with it.
     fn exit(&self, me: usize) {
         self.mutators[me].signal.swap(EXITED, Ordering::AcqRel);
@@ -189,7 +209,10 @@ impl Proc {
     fn cycle(&self, give_up_blocked: bool) -> usize {
         self.give_up_blocked
             .store(give_up_blocked, std::sync::atomic::Ordering::Relaxed);
-        let stopped = self.hs.stop(&self.slots, self).expect("stop failed");
+        let stopped = self
+            .hs
+            .stop(&self.slots, &self.parks, self)
+            .expect("stop failed");
         self.stopped.store(stopped.gen(), Ordering::Relaxed);
         let mut seen = [false; 2];
         stopped.for_each_stack(&self.slots, |sp, top| {
@@ -399,6 +422,57 @@ fn safepoint_across_cycles() {
             thread::spawn(move || {
                 p.safepoint_step(0, 1);
                 p.safepoint_step(0, 2);
+                p.exit(0);
+            })
+        };
+        p.cycle(false);
+        p.cycle(false);
+        h.join().unwrap();
+    });
+}
+
+/// A thread parked in `gc::blocking` is held by the stop without its signal (or, if it left
+/// the park first, stopped by its signal), its stack as it parked is what the collector reads,
+/// and it writes its stack again only after the resume of a stop that held it. A leave that
+/// does not wait for the resume fails it (a causality violation on the stack).
+#[test]
+fn parked_thread_is_held() {
+    loom::model(|| {
+        let p = Arc::new(Proc::new(2));
+        let hs: Vec<_> = (0..2)
+            .map(|me| {
+                let p = p.clone();
+                thread::spawn(move || {
+                    p.step(me, 1);
+                    if me == 0 {
+                        p.blocking(me);
+                        p.step(me, 2);
+                    }
+                    p.exit(me);
+                })
+            })
+            .collect();
+        p.cycle(false);
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+}
+
+/// Two stops and a thread that parks twice: a park held by the first stop and not yet left
+/// is held again by the second (which the thread then waits for), or the thread left and
+/// parked again in between.
+#[test]
+fn parked_across_cycles() {
+    loom::model(|| {
+        let p = Arc::new(Proc::new(1));
+        let h = {
+            let p = p.clone();
+            thread::spawn(move || {
+                p.step(0, 1);
+                p.blocking(0);
+                p.step(0, 2);
+                p.blocking(0);
                 p.exit(0);
             })
         };

@@ -76,7 +76,7 @@ use crate::diag;
 use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use handshake::{Handshake, Slot, StopError, World};
+use handshake::{Handshake, Park, Slot, StopError, World};
 
 /// The signal that suspends a thread (Boehm's choice on Linux).
 pub const SUSPEND_SIGNAL: libc::c_int = libc::SIGPWR;
@@ -94,12 +94,24 @@ pub const BLOCKED_GRACE_MS: u64 = 50;
 
 /// The slot table (an anonymous mapping, zeroed: every slot empty).
 static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(ptr::null_mut());
+/// The park records of threads that used [`blocking`] (an anonymous mapping, zeroed: every
+/// record free), `MAX_THREADS` of them; records below `PARKS_USED` may be in use.
+static PARKS: AtomicPtr<Park> = AtomicPtr::new(ptr::null_mut());
+static PARKS_USED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// The stop generation, slots in use and resumed generation.
 static HANDSHAKE: Handshake = Handshake::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The last stop's parts in ns: signalling the hinted threads, waiting for them, listing
 /// the threads (written by the collector only; see [`last_stop_parts`]).
 static STOP_PARTS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// Threads the last stop held parked (`gc::blocking`), without a signal.
+static LAST_HELD: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Threads the last stop held parked (`gc::blocking`), without a signal.
+pub fn last_held() -> usize {
+    LAST_HELD.load(Ordering::Relaxed)
+}
 
 /// Where the last stop's time went, in ns: signalling the threads the stop before stopped,
 /// waiting for them to acknowledge, and listing the process's threads (`/proc/self/task`).
@@ -146,17 +158,34 @@ fn slots() -> &'static [Slot] {
     unsafe { core::slice::from_raw_parts(table, MAX_THREADS) }
 }
 
-/// Maps the slot table and installs the handler, once; false if the OS refused either.
+/// The park records in use so far (empty before the first [`blocking`]).
+fn parks() -> &'static [Park] {
+    let table = PARKS.load(Ordering::Acquire);
+    if table.is_null() {
+        return &[];
+    }
+    // SAFETY: the table holds `MAX_THREADS` records, is mapped once and never unmapped, and
+    // zeroed memory is a valid `Park` of atomics, shared only through shared references.
+    unsafe { core::slice::from_raw_parts(table, PARKS_USED.load(Ordering::Acquire)) }
+}
+
+/// Maps the slot and park tables and installs the handler, once; false if the OS refused.
 fn install() -> bool {
     if INSTALLED.load(Ordering::Acquire) {
         return true;
     }
-    // SAFETY: a fresh anonymous mapping, owned by this module for the life of the process.
-    let table = unsafe { crate::os::map(MAX_THREADS * core::mem::size_of::<Slot>()) };
-    if table.is_null() {
+    // SAFETY: fresh anonymous mappings, owned by this module for the life of the process.
+    let (table, parks) = unsafe {
+        (
+            crate::os::map(MAX_THREADS * core::mem::size_of::<Slot>()),
+            crate::os::map(MAX_THREADS * core::mem::size_of::<Park>()),
+        )
+    };
+    if table.is_null() || parks.is_null() {
         return false;
     }
     SLOTS.store(table.cast::<Slot>(), Ordering::Release);
+    PARKS.store(parks.cast::<Park>(), Ordering::Release);
     // Read once here: the handler's polling (`Spinner`) reads the cached count.
     crate::os::cpus();
     // SAFETY: installs an async-signal-safe handler for our signal; `sa` is fully set up.
@@ -257,6 +286,124 @@ impl Spinner {
     }
 }
 
+/// This thread's park record: its index in `PARKS` (`usize::MAX`: none yet), given back at
+/// thread exit.
+struct ParkLocal(Cell<usize>);
+
+impl Drop for ParkLocal {
+    fn drop(&mut self) {
+        let i = self.0.get();
+        if i != usize::MAX {
+            let table = PARKS.load(Ordering::Acquire);
+            // SAFETY: our record of the mapped table (`i < MAX_THREADS`); we are not parked.
+            unsafe { (*table.add(i)).tid.store(0, Ordering::Release) };
+        }
+    }
+}
+
+std::thread_local! {
+    static MY_PARK: ParkLocal = const { ParkLocal(Cell::new(usize::MAX)) };
+}
+
+/// This thread's park record, taken on first use; None if the tables cannot be mapped, all
+/// records are taken, or thread-local storage is gone (thread exit).
+fn my_park() -> Option<&'static Park> {
+    if !install() {
+        return None;
+    }
+    let table = PARKS.load(Ordering::Acquire);
+    let i = MY_PARK
+        .try_with(|l| {
+            if l.0.get() == usize::MAX {
+                let me = gettid();
+                for i in 0..MAX_THREADS {
+                    // SAFETY: a record of the mapped table.
+                    let p = unsafe { &*table.add(i) };
+                    if p.tid.load(Ordering::Relaxed) == 0
+                        && p.tid
+                            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        PARKS_USED.fetch_max(i + 1, Ordering::AcqRel);
+                        l.0.set(i);
+                        break;
+                    }
+                }
+            }
+            l.0.get()
+        })
+        .ok()
+        .filter(|&i| i != usize::MAX)?;
+    // SAFETY: our record of the mapped table.
+    Some(unsafe { &*table.add(i) })
+}
+
+/// `gc::blocking`: runs `f` with this thread parked. Spills the callee-saved registers into
+/// this frame and parks with the stack from here up: stops hold the thread without a signal
+/// until `f` returns, and leaving waits for the resume of a stop that holds it.
+#[inline(never)]
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let Some(p) = my_park() else {
+        return f();
+    };
+    let mut regs = [0usize; 12];
+    super::roots::spill_registers(&mut regs);
+    let sp = regs.as_ptr().addr();
+    // SAFETY: pthread_self only reads the thread pointer.
+    let tp = unsafe { libc::pthread_self() } as usize;
+    let top = stack_top(sp, tp);
+    if top == 0 {
+        // An alternate signal stack, or a stack whose top is unknown: stopped by signal.
+        return f();
+    }
+    let r = parked(p, sp, top, tp, f);
+    // The registers stay in this frame, above `sp`, until the thread has left its park.
+    core::hint::black_box(&regs);
+    r
+}
+
+/// The parked part of [`blocking`], in frames below the recorded stack pointer: `f` runs,
+/// and its result is written into the caller's frame, only outside the recorded range or
+/// after the thread has left its park.
+#[inline(never)]
+fn parked<R>(p: &Park, sp: usize, top: usize, tp: usize, f: impl FnOnce() -> R) -> R {
+    HANDSHAKE.park(p, sp, top, tp);
+    let r = f();
+    let mut spinner = Spinner {
+        since: 0,
+        on: false,
+    };
+    HANDSHAKE.unpark(p, &mut |turn| spinner.again(turn));
+    spinner.stop();
+    r
+}
+
+/// In a `fork` child: frees the park records of the threads that do not exist there (a stop
+/// would hold them and scan their stacks' copies) and gives the forking thread's record the
+/// child's tid.
+pub fn reset_parks_after_fork_child() {
+    let mine = MY_PARK.try_with(|l| l.0.get()).unwrap_or(usize::MAX);
+    let me = gettid();
+    for (i, p) in parks().iter().enumerate() {
+        p.reset_after_fork(i == mine, me);
+    }
+}
+
+/// Aborts if this thread allocates GC objects inside `gc::blocking` (found at a safepoint: a
+/// stop may hold the thread, which must then not run).
+fn check_not_parked() {
+    let table = PARKS.load(Ordering::Acquire);
+    let i = MY_PARK.try_with(|l| l.0.get()).unwrap_or(usize::MAX);
+    // SAFETY: our record of the mapped table, if we have one.
+    if i != usize::MAX && unsafe { (*table.add(i)).parked() } {
+        crate::diag::fatal(
+            "gc::blocking: a GC allocation inside a blocking scope; thread",
+            gettid() as usize,
+            0,
+        );
+    }
+}
+
 /// A safepoint: if a stop waits for threads to stop at one (`Handshake::poll`), this thread
 /// stops here, as its handler would, without the signal's delivery (on the 2-CPU VM about 20
 /// us from `tgkill` to the handler's acknowledgement, plus the `tgkill`). Called where a
@@ -323,6 +470,7 @@ pub fn lock_at_safepoint<T>(m: &crate::sync::Mutex<T>) -> crate::sync::MutexGuar
 #[cold]
 #[inline(never)]
 fn safepoint() {
+    check_not_parked();
     // The signal stays blocked while this thread records its stack and waits, so that its
     // handler cannot run in the middle (a signal sent meanwhile is taken after the resume,
     // and finds its stop over, or a new one that has a slot for it).
@@ -664,7 +812,7 @@ pub fn stop() -> Option<Stopped> {
         listing: Cell::new(0),
         listed: Cell::new(0),
     };
-    let r = HANDSHAKE.stop(slots(), &linux);
+    let r = HANDSHAKE.stop(slots(), parks(), &linux);
     // Where the stop's time went (`gcpausetrace`): signalling the hinted threads, waiting for
     // them, listing the threads (the last listing; a stop that found new threads listed more
     // than once, and its wait includes the earlier listings).
@@ -689,6 +837,7 @@ pub fn stop() -> Option<Stopped> {
             None
         }
         Ok(stopped) => {
+            LAST_HELD.store(stopped.held(), Ordering::Relaxed);
             let mut k = 0;
             stopped.for_each_tid(slots(), |tid, coop| {
                 if k < HINTS {

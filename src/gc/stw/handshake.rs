@@ -117,6 +117,63 @@ impl Slot {
     }
 }
 
+/// A thread's record for parking (`gc::blocking`): while parked, its stack from `sp` up is
+/// frozen and the collector's stops hold it without a signal.
+///
+/// `state`: `RUNNING` (0), `PARKED` (1), or held by the stop of generation `g`
+/// (`g << 2 | HELD`). The thread moves `RUNNING -> PARKED` (after it stored `sp`/`top`/`tp`)
+/// and back with a compare-exchange; a stop moves any non-`RUNNING` state to held by itself.
+/// So exactly one of "the thread left" and "the stop holds it" wins: a thread held by a stop
+/// waits for that stop's resume before it leaves, and a stop that lost signals the thread.
+#[repr(C)]
+pub struct Park {
+    /// The owner's tid (0: a free record; managed by the caller's table, not the protocol).
+    pub tid: AtomicI32,
+    state: AtomicU64,
+    sp: AtomicUsize,
+    top: AtomicUsize,
+    tp: AtomicUsize,
+}
+
+const RUNNING: u64 = 0;
+const PARKED: u64 = 1;
+const HELD: u64 = 2;
+
+impl Park {
+    /// A free record, for the loom model (the real table is a zeroed mapping: all free).
+    #[cfg(loom)]
+    pub fn new(tid: i32) -> Park {
+        Park {
+            tid: AtomicI32::new(tid),
+            state: AtomicU64::new(RUNNING),
+            sp: AtomicUsize::new(0),
+            top: AtomicUsize::new(0),
+            tp: AtomicUsize::new(0),
+        }
+    }
+
+    /// In a `fork` child (one thread, no stop running): the forking thread's record (`mine`)
+    /// takes the child's tid `tid` and, if held, is parked again; any other is freed (its
+    /// thread does not exist in the child).
+    pub fn reset_after_fork(&self, mine: bool, tid: i32) {
+        if mine {
+            self.tid.store(tid, Ordering::Relaxed);
+            if self.state.load(Ordering::Relaxed) != RUNNING {
+                self.state.store(PARKED, Ordering::Relaxed);
+            }
+        } else {
+            self.state.store(RUNNING, Ordering::Relaxed);
+            self.tid.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the owner is in a blocking scope now (parked, or held by a stop). Read by its
+    /// owner only.
+    pub fn parked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != RUNNING
+    }
+}
+
 /// What the handshake needs from the operating system.
 pub trait World {
     /// Calls `f(tid)` for every thread to stop (not the collector's own, not exempt helpers);
@@ -183,6 +240,8 @@ pub struct Stopped {
     n: usize,
     /// A thread was left running (its handler may still write its slot later).
     gave_up: bool,
+    /// Threads held parked (`gc::blocking`), without a signal.
+    held: usize,
 }
 
 /// The handshake's shared words (one per process; see the module docs).
@@ -224,7 +283,12 @@ impl Handshake {
 
     /// The collector: stops every thread `world` lists, using `slots` (see the module docs).
     /// The caller is the only collector (it holds the collector's lock).
-    pub fn stop(&self, slots: &[Slot], world: &impl World) -> Result<Stopped, StopError> {
+    pub fn stop(
+        &self,
+        slots: &[Slot],
+        parks: &[Park],
+        world: &impl World,
+    ) -> Result<Stopped, StopError> {
         let mut gen = self.stop_gen.load(Ordering::Relaxed).wrapping_add(1);
         if gen == 0 {
             gen = 1;
@@ -238,6 +302,7 @@ impl Handshake {
         let mut n = 0usize;
         let mut full = false;
         let mut gave_up = false;
+        let mut held = 0;
         // Signals `tid` unless it has a slot already (a negated tid is a thread left running:
         // not a new thread either); counts it in `n` if the signal went, or at once if the
         // signal is deferred (`defer`: sent below unless the thread stops at a safepoint).
@@ -263,6 +328,42 @@ impl Handshake {
                 self.window.store(window(base, *n), Ordering::Release);
             }
         };
+        // Parked threads first: held by this stop, no signal (a listing then skips them).
+        for p in parks {
+            let st = p.state.load(Ordering::Acquire);
+            if st == RUNNING {
+                continue;
+            }
+            let hold = u64::from(gen) << 2 | HELD;
+            // Acquire: the record's stack range, and the stack itself, as the thread left them
+            // before it parked (the Release store of `PARKED`, which a previous stop's hold
+            // continues).
+            if p.state
+                .compare_exchange(st, hold, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // It left the scope: a running thread, signalled below if listed.
+                continue;
+            }
+            let Some(s) = table.get(n) else {
+                // No slot: let it go again (it may leave now) and give up the stop below.
+                p.state.store(st, Ordering::Release);
+                full = true;
+                break;
+            };
+            s.tid
+                .store(p.tid.load(Ordering::Relaxed), Ordering::Relaxed);
+            s.sp.store(p.sp.load(Ordering::Relaxed), Ordering::Relaxed);
+            s.top
+                .store(p.top.load(Ordering::Relaxed), Ordering::Relaxed);
+            s.tp.store(p.tp.load(Ordering::Relaxed), Ordering::Relaxed);
+            s.coop.store(0, Ordering::Relaxed);
+            s.deferred.store(0, Ordering::Relaxed);
+            s.acked.store(gen, Ordering::Relaxed);
+            n += 1;
+            held += 1;
+            self.window.store(window(base, n), Ordering::Release);
+        }
         // The threads hinted are stopped before the first listing, so a listing that finds
         // nothing new ends the stop as it would after the first round of signals.
         // From here a thread with a slot may stop at a safepoint: one that does while its
@@ -311,6 +412,7 @@ impl Handshake {
                         base,
                         n,
                         gave_up,
+                        held,
                     });
                 }
                 let listed = world.threads(&mut |tid| add(tid, &mut n, &mut full, false));
@@ -320,6 +422,7 @@ impl Handshake {
                         base,
                         n,
                         gave_up: true,
+                        held,
                     });
                     return Err(StopError::Unlisted);
                 }
@@ -329,6 +432,7 @@ impl Handshake {
                         base,
                         n,
                         gave_up,
+                        held,
                     });
                 }
             }
@@ -338,6 +442,7 @@ impl Handshake {
                     base,
                     n,
                     gave_up: true,
+                    held,
                 });
                 return Err(StopError::Full);
             }
@@ -351,6 +456,7 @@ impl Handshake {
                             base,
                             n,
                             gave_up: true,
+                            held,
                         });
                         return Err(StopError::Blocked);
                     }
@@ -418,12 +524,19 @@ impl Handshake {
         s.tp.store(tp, Ordering::Relaxed);
         s.coop.store(u32::from(coop), Ordering::Relaxed);
         s.acked.store(gen, Ordering::Release);
+        self.wait_resumed(gen, spin);
+        Some(gen)
+    }
+
+    /// A stopped thread: waits until the stop of generation `gen` is resumed (Acquire),
+    /// polling with `spin` first (see `on_signal`), then asleep on the futex.
+    fn wait_resumed(&self, gen: u32, spin: &mut dyn FnMut(u32) -> bool) {
         let mut turn = 0;
         let mut spinning = true;
         loop {
             let r = self.resumed.load(Ordering::Acquire);
             if reached(r, gen) {
-                return Some(gen);
+                return;
             }
             if spinning {
                 turn += 1;
@@ -431,6 +544,40 @@ impl Handshake {
             }
             if !spinning {
                 futex_wait(&self.resumed, r);
+            }
+        }
+    }
+
+    /// The thread owning `p`: parks, its stack being `sp..top` (frozen until `unpark`).
+    pub fn park(&self, p: &Park, sp: usize, top: usize, tp: usize) {
+        p.sp.store(sp, Ordering::Relaxed);
+        p.top.store(top, Ordering::Relaxed);
+        p.tp.store(tp, Ordering::Relaxed);
+        p.state.store(PARKED, Ordering::Release);
+    }
+
+    /// The thread owning `p`: leaves its parked state, first waiting for the resume of a stop
+    /// that holds it (`spin` as in `on_signal`).
+    pub fn unpark(&self, p: &Park, spin: &mut dyn FnMut(u32) -> bool) {
+        loop {
+            let st = match p.state.compare_exchange(
+                PARKED,
+                RUNNING,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(st) => st,
+            };
+            // Held by the stop of generation `gen`: its resume (Acquire) orders the
+            // collector's reads of this stack before anything this thread does next.
+            self.wait_resumed((st >> 2) as u32, spin);
+            // A later stop may have held it again meanwhile: then wait for that one.
+            if p.state
+                .compare_exchange(st, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
             }
         }
     }
@@ -457,6 +604,11 @@ impl Handshake {
 }
 
 impl Stopped {
+    /// Threads held parked by this stop (`gc::blocking`), without a signal.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     /// The generation stopped (for the loom model).
     #[cfg(loom)]
     pub fn gen(&self) -> u32 {
