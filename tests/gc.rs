@@ -619,6 +619,32 @@ fn parked_threads_are_held_without_a_signal() {
     );
     tx.send(()).unwrap();
     parked.join().unwrap();
+    // A GC allocation inside the scope is caught at the first stop: the process aborts with
+    // one line naming the fault (in a fork child; the line goes to the test's stderr).
+    // SAFETY: the child only allocates, collects and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        std::thread::spawn(|| {
+            // SAFETY: deliberately broken: `f` allocates GC objects.
+            unsafe {
+                gc::blocking(|| loop {
+                    black_box(node(1));
+                })
+            }
+        });
+        for _ in 0..1000 {
+            gc::collect();
+        }
+        // SAFETY: ends the child without unwinding.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+        "a GC allocation inside gc::blocking was not caught (status {status})"
+    );
     // Parked, then allocating and collecting again at once: the scope's exit waits for the
     // stop that holds it, and the thread goes on as any other.
     let (tx, rx) = std::sync::mpsc::channel::<u32>();

@@ -396,11 +396,13 @@ fn check_not_parked() {
     let i = MY_PARK.try_with(|l| l.0.get()).unwrap_or(usize::MAX);
     // SAFETY: our record of the mapped table, if we have one.
     if i != usize::MAX && unsafe { (*table.add(i)).parked() } {
-        crate::diag::fatal(
-            "gc::blocking: a GC allocation inside a blocking scope; thread",
-            gettid() as usize,
-            0,
-        );
+        let mut l = crate::diag::Line::new();
+        l.str("gomalloc: gc::blocking: a GC allocation inside a blocking scope (thread ")
+            .dec(gettid() as u64)
+            .str(")");
+        l.emit();
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() }
     }
 }
 
