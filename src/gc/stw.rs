@@ -33,6 +33,16 @@
 //! the acknowledgement, besides the `tgkill` itself (about 15 us). A thread blocked elsewhere
 //! (in a system call, in a loop without GC allocations) is stopped by its signal as before.
 //!
+//! Parked threads: a thread inside `gc::blocking` (about to block in the kernel: `join`, a
+//! channel, a sleep) has recorded its stack and registers as at a safepoint and marked its
+//! park record; a stop holds such a thread with a compare-exchange on the record, before any
+//! signal, and scans the recorded stack. The thread does not notice unless it leaves the
+//! scope while held: it then waits for the resume. On the 2-CPU VM the signal to a thread
+//! asleep in the kernel woke it on the collector's CPU and back, 20-30 us of each stop, and
+//! late wake-ups were the 2-5 ms outliers of the maximum pause (GCBench and binary-trees with
+//! two threads and `main` in `join`). Records live in a table mapped once (`MAX_THREADS`),
+//! taken on a thread's first `blocking` and freed at its exit.
+//!
 //! Threads not stopped: the collector itself, and gomalloc's own helper threads (the scavenger,
 //! the collector's timer thread and the mark workers), which block every signal and never hold
 //! a `Gc`. A thread that exits before it handles the signal (gone, or a zombie such as a main
@@ -62,8 +72,8 @@
 //! [`handshake`], which this module drives through its [`World`] (the system calls): it is
 //! kept apart so that loom checks it (`loom-tests/tests/stw.rs`).
 //!
-//! Owns: the slot table (mapped from the OS once, `MAX_THREADS` slots) and the process's
-//! [`Handshake`].
+//! Owns: the slot table and the park table (each mapped from the OS once, `MAX_THREADS`
+//! entries) and the process's [`Handshake`].
 //!
 //! Locks: none. The caller holds `GC_HEAP` and every lock that the stopped-world work needs
 //! (region table, huge-block table) *before* stopping: a stopped thread may hold any lock, so

@@ -15,6 +15,11 @@
 //! collector (stop)                               stopped thread (on_signal, in its handler
 //!                                                or at a safepoint, the signal blocked)
 //! gen = STOP_GEN + 1 (never 0), Release
+//! per park record not RUNNING: CAS -> HELD(gen)   (a thread in `gc::blocking`: PARKED
+//!   (AcqRel); won: fill its slot from the record,  after it stored sp/top, Release; leaving:
+//!   acked = gen, no signal                         CAS PARKED -> RUNNING, or, held, wait
+//!                                                  until RESUMED reaches gen, then CAS
+//!                                                  HELD(gen) -> RUNNING, or wait again)
 //! POLL = gen (safepoints may stop threads from here)
 //! (first the hinted threads, waited for before any listing: those that stopped at a
 //!  safepoint last time get their signal only if they have not stopped at one again by the
@@ -69,6 +74,15 @@
 //!   once the safepoint unblocks it, after the resume. A deferred
 //!   signal that finds its thread gone leaves the thread out of the stop (tid negated), as a
 //!   thread that exits unanswered.
+//!
+//! - A parked thread is held by a stop only through the compare-exchange on its record, which
+//!   its own leave races: exactly one wins. Held, it waits for that stop's resume (Acquire on
+//!   `RESUMED`) before it leaves, so it writes its stack only after the collector's reads; a
+//!   later stop may hold it again before it leaves (any non-`RUNNING` state is taken), and it
+//!   then waits for that one. Left first, the stop signals it as any running thread. The
+//!   record's Release store of `PARKED`, which a previous stop's hold continues (a
+//!   read-modify-write), makes its stack range and stack visible to the stop that holds it
+//!   (loom models `parked_thread_is_held`, `parked_across_cycles`).
 //!
 //! Ordering of the slot fill: `acked = 0` and `tid` are stored before `NSLOTS` (Release), and
 //! the handler reads `NSLOTS` (Acquire) before the slots; the signal itself orders the fill
