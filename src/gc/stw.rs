@@ -237,10 +237,7 @@ fn stop_here(coop: bool) {
     // SAFETY: pthread_self only reads the thread pointer.
     let tp = unsafe { libc::pthread_self() } as usize;
     let top = stack_top(sp, tp);
-    let mut spinner = Spinner {
-        since: 0,
-        on: false,
-    };
+    let mut spinner = Spinner::new();
     HANDSHAKE.on_signal(slots(), tid, sp, top, tp, coop, &mut |turn| {
         spinner.again(turn)
     });
@@ -253,13 +250,13 @@ fn stop_here(coop: bool) {
 /// sleeps on the futex. Most pauses are shorter, and a thread that polls is resumed by the
 /// collector's store alone: a sleeping one needs the wake-up call, which on the 2-CPU VM cost
 /// 27 us a pause with three threads (GCBench, 2 workers and `main` in `join`), as the woken
-/// thread preempted the collector. Polling cut the median pause per cycle there from 319 to
-/// 251 us.
+/// thread preempted the collector. Polling cut the median pause per cycle there from 308-322
+/// to 267-298 us.
 const SPIN_NS: u64 = 500_000;
 
-/// Stopped threads polling now: at most as many as CPUs, the others sleep at once (polling
-/// threads yield, but each still takes a slice of a CPU the collector or its mark workers
-/// could use).
+/// Stopped threads polling now: at most two per CPU (enough for a program with as many
+/// threads as CPUs and a main thread), the others sleep at once (polling threads yield, but
+/// each still takes a slice of a CPU the collector or its mark workers could use).
 static SPINNERS: AtomicU32 = AtomicU32::new(0);
 
 /// One stopped thread's polling (see `SPIN_NS`). Async-signal-safe: atomics,
@@ -270,6 +267,13 @@ struct Spinner {
 }
 
 impl Spinner {
+    fn new() -> Spinner {
+        Spinner {
+            since: 0,
+            on: false,
+        }
+    }
+
     /// `Handshake::on_signal`'s `spin`: whether to look at the resume again.
     fn again(&mut self, turn: u32) -> bool {
         if turn == 1 {
@@ -379,10 +383,7 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
 fn parked<R>(p: &Park, sp: usize, top: usize, tp: usize, f: impl FnOnce() -> R) -> R {
     HANDSHAKE.park(p, sp, top, tp);
     let r = f();
-    let mut spinner = Spinner {
-        since: 0,
-        on: false,
-    };
+    let mut spinner = Spinner::new();
     HANDSHAKE.unpark(p, &mut |turn| spinner.again(turn));
     spinner.stop();
     r
