@@ -638,9 +638,7 @@ fn parked_threads_are_held_without_a_signal() {
         // SAFETY: ends the child without unwinding.
         unsafe { libc::_exit(0) };
     }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let status = child_exit_status(pid).expect_err("the child exited normally");
     assert!(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
         "a GC allocation inside gc::blocking was not caught (status {status})"

@@ -319,6 +319,11 @@ std::thread_local! {
     static MY_PARK: ParkLocal = const { ParkLocal(Cell::new(usize::MAX)) };
 }
 
+/// This thread's index in `PARKS`, `usize::MAX` if it has no record (or during thread exit).
+fn park_index() -> usize {
+    MY_PARK.try_with(|l| l.0.get()).unwrap_or(usize::MAX)
+}
+
 /// This thread's park record, taken on first use; None if the tables cannot be mapped, all
 /// records are taken, or thread-local storage is gone (thread exit).
 fn my_park() -> Option<&'static Park> {
@@ -393,7 +398,7 @@ fn parked<R>(p: &Park, sp: usize, top: usize, tp: usize, f: impl FnOnce() -> R) 
 /// would hold them and scan their stacks' copies) and gives the forking thread's record the
 /// child's tid.
 pub fn reset_parks_after_fork_child() {
-    let mine = MY_PARK.try_with(|l| l.0.get()).unwrap_or(usize::MAX);
+    let mine = park_index();
     let me = gettid();
     for (i, p) in parks().iter().enumerate() {
         p.reset_after_fork(i == mine, me);
@@ -403,10 +408,7 @@ pub fn reset_parks_after_fork_child() {
 /// Aborts if this thread allocates GC objects inside `gc::blocking` (found at a safepoint: a
 /// stop may hold the thread, which must then not run).
 fn check_not_parked() {
-    let table = PARKS.load(Ordering::Acquire);
-    let i = MY_PARK.try_with(|l| l.0.get()).unwrap_or(usize::MAX);
-    // SAFETY: our record of the mapped table, if we have one.
-    if i != usize::MAX && unsafe { (*table.add(i)).parked() } {
+    if parks().get(park_index()).is_some_and(Park::parked) {
         let mut l = crate::diag::Line::new();
         l.str("gomalloc: gc::blocking: a GC allocation inside a blocking scope (thread ")
             .dec(gettid() as u64)
