@@ -260,6 +260,48 @@ fn regions_and_interior_pointers() {
             "interior root lost its object"
         );
     }
+    // A region inside a GC object keeps that object while it is registered, as a word
+    // pointing at it would: the region table itself is not scanned, its starts are marked.
+    // The region's address is kept masked, so that no stack word holds the object.
+    const MASK: usize = 0x5a5a_5a5a_5a5a;
+    #[inline(never)]
+    fn gc_region() -> (usize, usize) {
+        let target = node(600);
+        let r = Gc::new([Gc::as_ptr(target) as usize; 16]);
+        // SAFETY: removed below, and the object stays alive while registered.
+        unsafe { gc::add_roots(Gc::as_ptr(r) as *const u8, 16 * 8) };
+        (
+            Gc::as_ptr(r) as usize ^ MASK,
+            Gc::as_ptr(target) as usize ^ MASK,
+        )
+    }
+    let (masked, target) = gc_region();
+    scrub_stack();
+    gc::collect();
+    gc::collect();
+    // Objects of the region's size, which would take its slot had it been freed.
+    #[inline(never)]
+    fn churn_region_class() {
+        for i in 0..20_000 {
+            black_box(Gc::new([i as usize; 16]));
+        }
+    }
+    churn_region_class();
+    // SAFETY: GC heap memory stays mapped, so the object can be read even if it was freed.
+    let words = unsafe { *((masked ^ MASK) as *const [usize; 16]) };
+    assert!(
+        words.iter().all(|&w| w == target ^ MASK),
+        "a GC object registered as a root region was freed and reused"
+    );
+    // SAFETY: the region holds the node, so it was kept too.
+    let kept = unsafe { &*((target ^ MASK) as *const Node) };
+    assert_eq!(
+        (kept.id, kept.check),
+        (600, check_of(600)),
+        "a root region's object lost"
+    );
+    // SAFETY: registered in `gc_region`.
+    unsafe { gc::remove_roots((masked ^ MASK) as *const u8) };
     let before = live_objects();
     // SAFETY: registered above.
     unsafe { gc::remove_roots(region.as_ptr() as *const u8) };
@@ -645,28 +687,42 @@ fn parked_threads_are_held_without_a_signal() {
     );
     // Parked, then allocating and collecting again at once: the scope's exit waits for the
     // stop that holds it, and the thread goes on as any other.
+    // The collections go on until the thread has run 20 rounds beside them (on a busy
+    // machine it may start late), for 30 s at most.
     let (tx, rx) = std::sync::mpsc::channel::<u32>();
-    let churn = std::thread::spawn(move || {
-        let keep = chain(10 << 40, 100);
-        let mut rounds = 0;
-        loop {
-            // SAFETY: `try_recv` touches no GC object.
-            let msg = unsafe { gc::blocking(|| rx.try_recv()) };
-            if msg.is_ok() {
-                break;
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let churn = std::thread::spawn({
+        let rounds = rounds.clone();
+        move || {
+            let keep = chain(10 << 40, 100);
+            loop {
+                // SAFETY: `try_recv` touches no GC object.
+                let msg = unsafe { gc::blocking(|| rx.try_recv()) };
+                if msg.is_ok() {
+                    break;
+                }
+                make_garbage(100);
+                rounds.fetch_add(1, Ordering::Relaxed);
             }
-            make_garbage(100);
-            rounds += 1;
+            check_chain(keep, 10 << 40, 100, "churning thread's chain");
         }
-        check_chain(keep, 10 << 40, 100, "churning thread's chain");
-        rounds
     });
-    for _ in 0..20 {
+    let start = std::time::Instant::now();
+    let mut cycles = 0;
+    while (cycles < 20 || rounds.load(Ordering::Relaxed) < 20)
+        && start.elapsed() < Duration::from_secs(30)
+    {
         make_garbage(20_000);
         gc::collect();
+        cycles += 1;
     }
     tx.send(0).unwrap();
-    assert!(churn.join().unwrap() > 0);
+    churn.join().unwrap();
+    assert!(
+        rounds.load(Ordering::Relaxed) >= 20,
+        "the parking thread ran {} rounds in 30 s of collections",
+        rounds.load(Ordering::Relaxed)
+    );
 }
 
 /// The timer thread forces a cycle when none ran for the force period (2 minutes by default).

@@ -67,6 +67,14 @@ pub struct GcCache {
     prev: *mut GcCache,
 }
 
+/// Where this thread's cache lies (its address and size), for the root scan to skip it in
+/// every thread (`roots::Segments`); `None` while the thread-local is being destroyed.
+pub fn own_range() -> Option<(usize, usize)> {
+    CACHE
+        .try_with(|l| (l.0.get().addr(), core::mem::size_of::<GcCache>()))
+        .ok()
+}
+
 /// The registry: a doubly linked list of the registered caches.
 struct Registry {
     head: *mut GcCache,

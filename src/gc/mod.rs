@@ -256,7 +256,8 @@ fn alloc_object(layout: Layout, noscan: bool) -> *mut u8 {
     p
 }
 
-/// Registers `[start, start + len)` as a root region: scanned at every collection.
+/// Registers `[start, start + len)` as a root region: scanned at every collection. A region
+/// inside a GC object keeps that object alive while it is registered.
 ///
 /// # Safety
 /// The region stays readable until [`remove_roots`] is called with the same `start`.
@@ -783,9 +784,9 @@ pub fn stats() -> GcStats {
 ///
 /// # Safety
 /// `f` must not touch the GC heap: no `Gc` or GC object read, written, created, copied or
-/// held in its frames (they are not scanned while it runs), and no GC allocation (caught at a
-/// safepoint: the process aborts with `gc::blocking: a GC allocation inside a blocking
-/// scope`). Ordinary memory and `malloc` are fine.
+/// held in its frames (they are not scanned while it runs), and no GC allocation (caught at
+/// the first that refills the thread's cache, or is large, or at a safepoint: the process
+/// aborts with `gc::blocking: a GC allocation inside a blocking scope`). Ordinary memory and `malloc` are fine.
 pub unsafe fn blocking<R>(f: impl FnOnce() -> R) -> R {
     stw::blocking(f)
 }
@@ -1092,9 +1093,11 @@ enum Pass {
 impl RootSet<'_, '_> {
     /// Scans every root: the stacks and registers of every thread, their static TLS, the
     /// registered regions, static data, the malloc heap (unless turned off), and the threads'
-    /// cached slots, marked without a scan. Returns where the collector's own stack scan
-    /// started. (The first pause of a concurrent mark scans only the threads and marks the
-    /// cached slots: allocation during the mark is black.)
+    /// cached slots, marked without a scan (at mark termination they are marked already).
+    /// Returns where the collector's own stack scan started. (The first pause of a concurrent
+    /// mark scans only the threads and marks the cached slots: allocation during the mark is
+    /// black.) The threads' GC caches (thread-locals) are not scanned: see
+    /// `roots::Segments::cache`.
     /// The cached slots are marked first: a root word that reaches one then finds it marked
     /// and does not scan it (a slot is zeroed by its refill after `GC_HEAP` is released, so a
     /// thread stopped in between leaves old words in it). `laps` gets the end of each part:
@@ -1106,7 +1109,12 @@ impl RootSet<'_, '_> {
             Pass::Check(floor) => (floor, false),
         };
         // The laps' order here is the order `print_pauses` names them in.
-        self.caches.mark_all();
+        if !matches!(pass, Pass::Termination) {
+            // At termination every cached slot is marked already: by the first pause, or by
+            // the refill that reserved it during the mark (`GcHeap::alloc_batch`), and
+            // `gccheckmark`'s mark, which marks them all again, would catch one left white.
+            self.caches.mark_all();
+        }
         laps.lap();
         let here = scan_thread_roots(self.stopped, self.segments, floor, force, grey);
         laps.lap();
@@ -1134,13 +1142,8 @@ fn scan_thread_roots(
     force: bool,
     grey: &mut GreyStack,
 ) -> usize {
-    let here = roots::scan_own_stack(grey, own_floor);
-    roots::scan_stopped(stopped, force, grey);
-    // SAFETY: our own thread pointer; the stopped threads' are live while they wait.
-    unsafe {
-        segments.scan_tls(libc::pthread_self() as usize, grey);
-        stopped.for_each_thread_pointer(|tp| segments.scan_tls(tp, grey));
-    }
+    let here = roots::scan_own_stack(grey, own_floor, segments);
+    roots::scan_stopped(stopped, segments, force, grey);
     here
 }
 

@@ -405,8 +405,9 @@ pub fn reset_parks_after_fork_child() {
     }
 }
 
-/// Aborts if this thread allocates GC objects inside `gc::blocking` (found at a safepoint: a
-/// stop may hold the thread, which must then not run).
+/// Aborts if this thread allocates GC objects inside `gc::blocking` (found at a safepoint,
+/// and at every allocation that takes `GC_HEAP`: a stop may hold the thread, which must then
+/// not run).
 fn check_not_parked() {
     if parks().get(park_index()).is_some_and(Park::parked) {
         let mut l = crate::diag::Line::new();
@@ -460,6 +461,10 @@ impl Drop for StopSoon {
 /// finds it there without a signal, rather than asleep on the lock; past
 /// [`SAFEPOINT_WAIT_NS`], or when no pause comes, it sleeps on the lock as usual.
 pub fn lock_at_safepoint<T>(m: &crate::sync::Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
+    // Every GC allocation that is not served from the cache comes here: a thread parked in
+    // `gc::blocking` is caught within a cache's worth of allocations even when no stop asks
+    // for safepoints (a stop holds a parked thread without one).
+    check_not_parked();
     if let Some(g) = m.try_lock() {
         return g;
     }
@@ -796,9 +801,10 @@ impl Stopped {
         self.0.for_each_stack(slots(), f);
     }
 
-    /// Calls `f(tp)` with the `pthread_self()` of every stopped thread.
-    pub fn for_each_thread_pointer(&self, f: impl FnMut(usize)) {
-        self.0.for_each_thread_pointer(slots(), f);
+    /// Calls `f(sp, top, tp)` for every stopped thread: its stack range (empty if unknown)
+    /// and its `pthread_self()` (0 if unknown).
+    pub fn for_each_thread(&self, f: impl FnMut(usize, usize, usize)) {
+        self.0.for_each_thread(slots(), f);
     }
 
     /// How many threads are stopped.

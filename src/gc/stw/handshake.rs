@@ -629,14 +629,13 @@ impl Stopped {
         self.gen
     }
 
-    /// Calls `f(tp)` with the `pthread_self()` of every stopped thread that recorded one.
-    pub fn for_each_thread_pointer(&self, slots: &[Slot], mut f: impl FnMut(usize)) {
+    /// Calls `f(sp, top, tp)` for every stopped thread: its stack range (empty, `top <= sp`,
+    /// if it recorded none) and its `pthread_self()` (0 if it recorded none).
+    pub fn for_each_thread(&self, slots: &[Slot], mut f: impl FnMut(usize, usize, usize)) {
         for s in &slots[self.base..][..self.n] {
             if s.tid.load(Ordering::Relaxed) > 0 && s.acked.load(Ordering::Acquire) == self.gen {
-                let tp = s.tp.load(Ordering::Relaxed);
-                if tp != 0 {
-                    f(tp);
-                }
+                let (sp, top) = (s.sp.load(Ordering::Relaxed), s.top.load(Ordering::Relaxed));
+                f(sp, top, s.tp.load(Ordering::Relaxed));
             }
         }
     }
