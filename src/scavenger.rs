@@ -90,10 +90,12 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             wait_for_work(IDLE_EXIT_MS);
             if WORK.swap(0, Ordering::SeqCst) == 0 && retire() {
                 #[cfg(feature = "gc")]
+                // Before the exit: a collector that reads the tid still set after it counted
+                // the process's threads knows this thread was counted (`stw::same_threads`).
                 let _ = TID.compare_exchange(
                     crate::os::gettid(),
                     0,
-                    Ordering::Relaxed,
+                    Ordering::Release,
                     Ordering::Relaxed,
                 );
                 return core::ptr::null_mut();

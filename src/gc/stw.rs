@@ -674,17 +674,20 @@ fn same_threads(pid: i32, me: i32, stopped: usize) -> bool {
         return false;
     }
     let count = st.st_nlink as usize - 2;
+    // The helpers' tids are read after the count: the scavenger clears its tid before it
+    // exits, so a tid still set here was a live thread, counted above (a fence orders the
+    // loads after the count; the kernel's exit path orders its store before the exit).
+    core::sync::atomic::fence(Ordering::SeqCst);
     // The collector and the distinct helpers (the timer thread and the mark workers never
-    // exit; the scavenger is checked alive after the count).
+    // exit; the scavenger counts only while its tid is set).
     let mut known = [0i32; 2 + super::mark::MAX_WORKERS + 1];
     known[0] = me;
     let mut k = 1;
-    for (i, tid) in helper_tids().enumerate() {
+    for tid in helper_tids() {
         if tid == 0 || known[..k].contains(&tid) {
             continue;
         }
-        let scavenger = i == EXEMPT.len();
-        if k == known.len() || (scavenger && !tgkill(pid, tid, 0)) {
+        if k == known.len() {
             return false;
         }
         known[k] = tid;
@@ -943,9 +946,10 @@ impl World for Linux {
     /// collector, the exempt helpers and the `stopped` threads. None of these can have exited
     /// and be counted in the place of a thread unknown to this stop: stopped threads wait in
     /// their handler, the timer thread and the mark workers never exit, and the scavenger,
-    /// which does, is checked alive (`tgkill` with signal 0) after the count. A thread that
-    /// exited before it answered (left running) may still be counted: the threads are then
-    /// listed.
+    /// which does, clears its tid before it exits, and its tid is read after the count (no
+    /// `tgkill` with signal 0 to check it alive: on the 2-CPU VM that system call, cold at a
+    /// stop, took 2-4 us of each stop). A thread that exited before it answered (left
+    /// running) may still be counted: the threads are then listed.
     fn same_threads(&self, stopped: usize) -> bool {
         self.listing.set(crate::os::now_ns());
         let same = same_threads(self.pid, self.me, stopped);
