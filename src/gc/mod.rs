@@ -786,7 +786,8 @@ pub fn stats() -> GcStats {
 /// `f` must not touch the GC heap: no `Gc` or GC object read, written, created, copied or
 /// held in its frames (they are not scanned while it runs), and no GC allocation (caught at
 /// the first that refills the thread's cache, or is large, or at a safepoint: the process
-/// aborts with `gc::blocking: a GC allocation inside a blocking scope`). Ordinary memory and `malloc` are fine.
+/// aborts with `gc::blocking: a GC allocation inside a blocking scope`). Ordinary memory and
+/// `malloc` are fine.
 pub unsafe fn blocking<R>(f: impl FnOnce() -> R) -> R {
     stw::blocking(f)
 }

@@ -110,7 +110,7 @@ pub fn scan_stopped(
             let s = ptr::with_exposed_provenance::<u8>(sp);
             // SAFETY: the thread is stopped in its handler until the world resumes; its stack
             // from the handler's frame to its top is mapped and not changing.
-            unsafe { scan_except(s, top - sp, &[hole], force, grey) };
+            unsafe { scan_except(s, top - sp, [hole], force, grey) };
         }
         if tp != 0 {
             // SAFETY: the thread is stopped, so its static TLS blocks stay mapped.
@@ -208,7 +208,7 @@ pub fn scan_own_stack(grey: &mut GreyStack, floor: usize, segments: &Segments) -
             scan_except(
                 top.with_addr(from),
                 top.addr() - from,
-                &[segments.cache_of(tp)],
+                [segments.cache_of(tp)],
                 false,
                 grey,
             )
@@ -293,47 +293,37 @@ fn excluded() -> [(usize, usize); 6] {
 ///
 /// # Safety
 /// The range is readable through `s`.
-unsafe fn scan_except(
+unsafe fn scan_except<const N: usize>(
     s: *const u8,
     len: usize,
-    ex: &[(usize, usize)],
+    mut ex: [(usize, usize); N],
     force: bool,
     grey: &mut GreyStack,
 ) {
-    let scan = |at: usize, n: usize, grey: &mut GreyStack| {
+    let mut scan = |at: usize, end: usize| {
         // SAFETY: a sub-range of the readable range (precondition), through `s`.
         unsafe {
             if force {
-                super::mark::scan_range_force(s.with_addr(at), n, grey)
+                super::mark::scan_range_force(s.with_addr(at), end - at, grey)
             } else {
-                scan_range(s.with_addr(at), n, grey)
+                scan_range(s.with_addr(at), end - at, grey)
             }
         }
     };
+    ex.sort_unstable();
     let e = s.addr() + len;
     let mut at = s.addr();
-    // The ranges in order of start, without sorting a copy (there are at most a few): take
-    // the lowest start not yet passed each time.
-    let mut done = 0usize;
-    while done < ex.len() {
-        let Some(&(xs, xe)) = ex
-            .iter()
-            .filter(|&&(xs, xe)| xe > xs && xe > at)
-            .min_by_key(|&&(xs, _)| xs)
-        else {
-            break;
-        };
-        done += 1;
-        if xs >= e {
-            break;
+    for (xs, xe) in ex {
+        if xe <= at || xs >= e {
+            continue;
         }
         if xs > at {
-            scan(at, xs - at, grey);
+            scan(at, xs);
         }
-        at = at.max(xe);
+        at = xe;
     }
     if at < e {
-        scan(at, e - at, grey);
+        scan(at, e);
     }
 }
 
@@ -494,7 +484,7 @@ pub fn scan_statics_now(grey: &mut GreyStack) {
         for (s, len) in writable_segments(info) {
             // SAFETY: a loaded object's writable segment, loaded while the loader's lock is
             // held (this call).
-            unsafe { scan_except(s, len, &excluded(), false, grey) };
+            unsafe { scan_except(s, len, excluded(), false, grey) };
         }
     });
 }
@@ -518,7 +508,7 @@ impl Segments {
             // Another thread's TLS is known by address only: take the exposed provenance.
             let s = ptr::with_exposed_provenance::<u8>(at);
             // SAFETY: the thread's static TLS block for this object (precondition).
-            unsafe { scan_except(s, len, &[hole], false, grey) };
+            unsafe { scan_except(s, len, [hole], false, grey) };
         }
     }
 
@@ -537,7 +527,7 @@ impl Segments {
     pub fn scan(&self, grey: &mut GreyStack) {
         for &(s, len) in &self.r[..self.n] {
             // SAFETY: a loaded object's writable segment (see `list_statics`).
-            unsafe { scan_except(s, len, &excluded(), false, grey) };
+            unsafe { scan_except(s, len, excluded(), false, grey) };
         }
     }
 }
