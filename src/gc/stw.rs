@@ -799,21 +799,16 @@ fn status(tid: i32) -> (bool, bool) {
 pub struct Stopped(handshake::Stopped);
 
 impl Stopped {
-    /// Calls `f(sp, top)` with the stack range of every stopped thread.
-    pub fn for_each_stack(&self, f: impl FnMut(usize, usize)) {
-        self.0.for_each_stack(slots(), f);
-    }
-
     /// Calls `f(sp, top, tp)` for every stopped thread: its stack range (empty if unknown)
     /// and its `pthread_self()` (0 if unknown).
     pub fn for_each_thread(&self, f: impl FnMut(usize, usize, usize)) {
         self.0.for_each_thread(slots(), f);
     }
 
-    /// How many threads are stopped.
+    /// How many stopped threads recorded a stack.
     pub fn count(&self) -> usize {
         let mut c = 0;
-        self.for_each_stack(|_, _| c += 1);
+        self.0.for_each_stack(slots(), |_, _| c += 1);
         c
     }
 }
